@@ -69,7 +69,8 @@ def _download(root: Path) -> None:
 
 
 def _missing_error(path: Path, cause: BaseException | None) -> DataError:
-    why = f" (medmnist's download failed: {type(cause).__name__}: {cause})" if cause else ""
+    first_line = next((ln.strip() for ln in str(cause).splitlines() if ln.strip()), "") if cause else ""
+    why = f" (medmnist's download failed: {type(cause).__name__}: {first_line})" if cause else ""
     return DataError(
         f"BloodMNIST not found at {path}{why}. Put the official bloodmnist.npz "
         f"(md5 {info()['MD5']}, from {info()['url']}) in that folder, or point the loader at the "

@@ -135,3 +135,13 @@ def local_split(indices: np.ndarray, *, val_fraction: float = 0.2, seed: int = 0
     n_train = min(max(n_train, 1), len(indices) - 1)
     order = np.random.default_rng(seed).permutation(len(indices))
     return np.sort(indices[order[:n_train]]), np.sort(indices[order[n_train:]])
+
+
+def label_skew(counts: np.ndarray) -> np.ndarray:
+    """Per client, the total-variation distance between its label mix and the pooled one (0 = IID labels)."""
+    counts = np.asarray(counts, dtype=float)
+    if np.any(counts.sum(axis=1) == 0):
+        raise ValueError("a client with no samples has no label distribution")
+    pooled = counts.sum(axis=0) / counts.sum()
+    shares = counts / counts.sum(axis=1, keepdims=True)
+    return 0.5 * np.abs(shares - pooled).sum(axis=1)

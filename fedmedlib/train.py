@@ -143,7 +143,10 @@ def centralized_config(profile, model: str, seed: int) -> dict:
 
 def centralized_baseline(profile, model: str, seed: int = 0, *, allow_run: bool = True, device: str = "auto",
                          progress: bool | None = None) -> dict:
-    """Cached centralized run: read results/centralized-<hash>.json, or train and save it."""
+    """Cached centralized run: read results/centralized-<hash>.json, or train and save it.
+
+    The QUICK profile is a live demonstration: it always runs and is never written to results/.
+    """
     from . import results
 
     config = centralized_config(profile, model, seed)
@@ -151,4 +154,6 @@ def centralized_baseline(profile, model: str, seed: int = 0, *, allow_run: bool 
         model=model, width=profile.width, epochs=profile.centralized_epochs, batch_size=profile.batch_size,
         lr=profile.lr, seed=seed, train_subset=profile.train_subset, eval_subset=profile.eval_subset,
         device=device, progress=progress)
+    if profile.name == "quick":
+        return run()
     return results.load_or_run("centralized", config, run, allow_run=allow_run)

@@ -1,0 +1,42 @@
+# Two set-up commands: `make book` (build the book into _build/html) and `make test` (run the test suite).
+# Each creates or refreshes .venv with the pinned set in requirements.txt first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fedmed-installed
+
+# Where bloodmnist.npz is: $FEDMED_DATA if set, else ./data or ../shared/data when they hold the file,
+# else the loader's default ~/.fedmed/data (medmnist downloads it there when online).
+ifndef FEDMED_DATA
+  ifneq ($(wildcard data/bloodmnist.npz),)
+    export FEDMED_DATA := $(abspath data)
+  else ifneq ($(wildcard ../shared/data/bloodmnist.npz),)
+    export FEDMED_DATA := $(abspath ../shared/data)
+  endif
+endif
+
+.PHONY: book test venv data clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	# medmnist without its dependencies: they pull torchvision and with it a CUDA build of torch.
+	$(PY) -m pip install -q --no-deps medmnist==3.0.2
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+data: $(STAMP)
+	$(VENV)/bin/fedmed data
+
+book: data
+	FEDMED_PROGRESS=0 $(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo "Book built: _build/html/index.html"
+
+test: data
+	$(PY) -m pytest tests --nbmake notebooks
+
+clean:
+	rm -rf _build .pytest_cache

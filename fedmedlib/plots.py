@@ -1,0 +1,91 @@
+"""The book's figures: each function takes `ax=None`, draws in one shared style, and returns the figure.
+
+References:
+    matplotlib and seaborn documentation.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+PALETTE = "colorblind"
+
+
+def use_style() -> None:
+    """One look for every chapter."""
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE)
+    plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "axes.titleweight": "bold"})
+
+
+def _axes(ax, figsize=(6, 4)):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def short_names(names: list[str]) -> list[str]:
+    """Class names without medmnist's parenthesised details (e.g. 'immature granulocytes')."""
+    return [n.split("(")[0].strip() for n in names]
+
+
+def sample_grid(images: np.ndarray, labels: np.ndarray, names: list[str], per_class: int = 8, seed: int = 0):
+    """A grid with one row per class and `per_class` random example images."""
+    rng = np.random.default_rng(seed)
+    k = len(names)
+    fig, axes = plt.subplots(k, per_class, figsize=(per_class * 0.9, k * 0.95))
+    for c, row in enumerate(axes):
+        pool = np.flatnonzero(labels == c)
+        for ax, i in zip(row, rng.choice(pool, size=per_class, replace=False)):
+            ax.imshow(images[i])
+            ax.set_xticks([]), ax.set_yticks([])
+        row[0].set_ylabel(short_names(names)[c], rotation=0, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.25)
+    return fig
+
+
+def class_balance(labels_by_split: dict[str, np.ndarray], names: list[str], ax=None):
+    """Grouped bars: images per class in each split."""
+    fig, ax = _axes(ax, (8, 3.5))
+    k = len(names)
+    width = 0.8 / len(labels_by_split)
+    for j, (split, labels) in enumerate(labels_by_split.items()):
+        ax.bar(np.arange(k) + j * width, np.bincount(labels, minlength=k), width, label=split)
+    ax.set_xticks(np.arange(k) + width * (len(labels_by_split) - 1) / 2)
+    ax.set_xticklabels(short_names(names), rotation=30, ha="right")
+    ax.set_ylabel("images")
+    ax.legend(title="split")
+    fig.tight_layout()
+    return fig
+
+
+def partition_heatmap(counts: np.ndarray, names: list[str], ax=None, title: str = "", normalise: bool = True):
+    """Hospitals x classes heatmap: each row's class shares (normalise=True) or raw counts."""
+    import seaborn as sns
+
+    counts = np.asarray(counts)
+    shown = counts / counts.sum(axis=1, keepdims=True) if normalise else counts
+    fig, ax = _axes(ax, (6, 0.3 * len(counts) + 1.5))
+    sns.heatmap(shown, ax=ax, cmap="viridis", vmin=0, vmax=1 if normalise else None, cbar=normalise,
+                xticklabels=short_names(names), yticklabels=[f"{i} (n={n})" for i, n in enumerate(counts.sum(1))])
+    ax.set_xlabel("class")
+    ax.set_ylabel("hospital (size)")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=45)
+    return fig
+
+
+def training_curves(results: dict[str, dict], metric: str = "val_accuracy", ax=None):
+    """One line per labelled result: `metric` per epoch (a result's `history` list)."""
+    fig, ax = _axes(ax)
+    for label, result in results.items():
+        hist = result["history"]
+        ax.plot([h["epoch"] for h in hist], [h[metric] for h in hist], marker="o", ms=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,46 @@
+import os
+
+import numpy as np
+import pytest
+
+from fedmedlib import data
+
+
+@pytest.fixture(scope="session")
+def real_data_root():
+    """The folder holding the verified official file; skipped locally without it, an error in CI."""
+    try:
+        return data.ensure_file(download=False).parent
+    except data.DataError as err:
+        if os.environ.get("FEDMED_REQUIRE_DATA") == "1":
+            pytest.fail(f"FEDMED_REQUIRE_DATA=1 but the real BloodMNIST is not available: {err}")
+        pytest.skip(f"real BloodMNIST not available: {err}")
+
+
+def write_fake_npz(path, n=(20, 6, 8), seed=0):
+    """A file shaped like bloodmnist.npz with random contents (its md5 is not the official one)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in zip(data.SPLITS, n):
+        arrays[f"{split}_images"] = rng.integers(0, 256, size=(count, 28, 28, 3), dtype=np.uint8)
+        arrays[f"{split}_labels"] = rng.integers(0, 8, size=(count, 1)).astype(np.uint8)
+    np.savez(path, **arrays)
+    return arrays
+
+
+@pytest.fixture
+def fake_root(tmp_path):
+    arrays = write_fake_npz(tmp_path / data.FILENAME)
+    return tmp_path, arrays
+
+
+@pytest.fixture
+def trust_fake(monkeypatch):
+    """Make medmnist's INFO describe the fake file (md5 and sizes), to test the success path offline."""
+    real = data.info()
+
+    def patched(root, n=(20, 6, 8)):
+        fake = dict(real, MD5=data.md5sum(root / data.FILENAME), n_samples=dict(zip(data.SPLITS, n)))
+        monkeypatch.setattr(data, "info", lambda: fake)
+
+    return patched

@@ -1,0 +1,32 @@
+import json
+
+from fedmedlib import cli
+
+
+def test_partition_json_prints_the_clients_by_classes_matrix(real_data_root, capsys):
+    code = cli.main(["partition", "--clients", "10", "--scheme", "dirichlet", "--alpha", "0.3", "--json",
+                     "--data", str(real_data_root)])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert len(out["counts"]) == 10 and all(len(row) == 8 for row in out["counts"])
+    assert sum(map(sum, out["counts"])) == 11959 == sum(out["sizes"])
+
+
+def test_train_json_reports_accuracy_and_provenance(real_data_root, capsys):
+    code = cli.main(["train", "--model", "dpresnet", "--width", "8", "--epochs", "1", "--subset", "200",
+                     "--eval-subset", "100", "--json", "--data", str(real_data_root)])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert 0 <= out["test_accuracy_at_best_val"] <= 1 and out["n_train"] == 200
+    assert out["provenance"]["git_commit"]
+
+
+def test_bad_input_exits_2_with_a_message(real_data_root, capsys):
+    code = cli.main(["partition", "--clients", "5", "--scheme", "dirichlet", "--alpha", "-1",
+                     "--data", str(real_data_root)])
+    assert code == 2 and "alpha must be > 0" in capsys.readouterr().err
+
+
+def test_data_command_verifies_the_file(real_data_root, capsys):
+    assert cli.main(["data", "--data", str(real_data_root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["verified"] is True
