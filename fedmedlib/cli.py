@@ -41,6 +41,41 @@ def _data(args) -> dict:
     return {"path": str(path), "md5": info()["MD5"], "verified": True, "n_samples": info()["n_samples"]}
 
 
+def _run(args) -> dict:
+    from .config import get_profile
+    from .fl import Experiment, run_federated
+
+    profile = get_profile(args.profile)
+    overrides = {k: v for k, v in dict(
+        n_clients=args.clients, scheme=args.scheme, alpha=args.alpha, rounds=args.rounds,
+        local_epochs=args.local_epochs, fraction_fit=args.fraction, dropout_prob=args.dropout, model=args.model,
+        width=args.width, dp=args.dp, epsilon=args.epsilon, delta=args.delta, clip=args.clip,
+        drop_noise=args.drop_noise, aggregator="secagg" if args.secagg else "plain",
+        secagg_threshold=args.threshold, secagg_neighbours=args.neighbours, seed=args.seed,
+        train_subset=args.subset, eval_subset=args.eval_subset).items() if v is not None}
+    exp = Experiment.from_profile(profile, **overrides)
+    from .plugs import make_plugs
+
+    private, aggregator = make_plugs(exp)
+    result = run_federated(exp, device=args.device, root=args.data, checkpoint=args.checkpoint,
+                           progress=not args.json, private=private, aggregator=aggregator)
+    result["profile"] = profile.name
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _print_run(out: dict) -> None:
+    for h in out["rounds"]:
+        print(f"  round {h['round']:3d}  aggregated {h['aggregated']:2d}  val acc {h['val_accuracy']:.4f}  "
+              f"test acc {h['test_accuracy']:.4f}  {h['seconds']:.1f} s")
+    print(f"test accuracy at best-val round {out['best_round']}: {out['test_accuracy_at_best_val']:.4f} "
+          f"(last round: {out['test_accuracy_last']:.4f}); {out['seconds_per_round']:.1f} s per round")
+
+
 def _print_partition(out: dict) -> None:
     print(f"{out['scheme']} split over {out['clients']} hospitals (rows) x 8 classes (columns)")
     for i, row in enumerate(out["counts"]):
@@ -74,8 +109,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-subset", type=int, default=None, help="evaluate on subsets of val/test of this size")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
+    r = sub.add_parser("run", help="federated training (FedAvg) over simulated hospitals")
+    r.add_argument("--profile", default="quick", help="preset for unspecified settings: quick | cpu | paper")
+    r.add_argument("--clients", type=int, default=10)
+    r.add_argument("--scheme", default="paper", choices=["iid", "paper", "dirichlet", "pathological"])
+    r.add_argument("--alpha", type=float, default=None)
+    r.add_argument("--rounds", type=int, default=None)
+    r.add_argument("--local-epochs", type=int, default=None)
+    r.add_argument("--fraction", type=float, default=None, help="fraction of hospitals asked per round")
+    r.add_argument("--dropout", type=float, default=None, help="probability that a chosen hospital drops out")
+    r.add_argument("--model", default=None, choices=["dpresnet", "resnet9"])
+    r.add_argument("--width", type=int, default=None)
+    r.add_argument("--dp", default=None, choices=["none", "dpsgd", "update_ldp", "client_level"])
+    r.add_argument("--epsilon", type=float, default=None)
+    r.add_argument("--delta", type=float, default=None)
+    r.add_argument("--clip", type=float, default=None)
+    r.add_argument("--drop-noise", action="store_true", default=None,
+                   help="BUG REPRODUCTION: Flower < 1.14 computed the update_ldp noise and did not apply it")
+    r.add_argument("--secagg", action="store_true", help="aggregate with SecAgg+ instead of in the clear")
+    r.add_argument("--threshold", type=int, default=None, help="SecAgg+ reconstruction threshold")
+    r.add_argument("--neighbours", type=int, default=None, help="SecAgg+ neighbours per client")
+    r.add_argument("--subset", type=int, default=None)
+    r.add_argument("--eval-subset", type=int, default=None)
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--device", default="auto")
+    r.add_argument("--checkpoint", default=None, help="save every round here; resume from it if present")
+    r.add_argument("--out", default=None, help="also write the JSON result to this file")
     d = sub.add_parser("data", help="locate, verify (md5) and if needed download bloodmnist.npz")
-    for s in (p, t, d):
+    for s in (p, t, r, d):
         s.add_argument("--data", default=None, help="folder holding bloodmnist.npz (default: $FEDMED_DATA)")
         s.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
@@ -84,14 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        out = {"partition": _partition, "train": _train, "data": _data}[args.command](args)
+        out = {"partition": _partition, "train": _train, "run": _run, "data": _data}[args.command](args)
     except (ValueError, RuntimeError) as err:
         print(f"fedmed {args.command}: error: {err}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(out, indent=1, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
     else:
-        printer = {"partition": _print_partition, "train": _print_train}.get(args.command)
+        printer = {"partition": _print_partition, "train": _print_train, "run": _print_run}.get(args.command)
         printer(out) if printer else print(f"BloodMNIST verified (md5 {out['md5']}): {out['path']}")
     return 0
 

@@ -30,3 +30,13 @@ def test_bad_input_exits_2_with_a_message(real_data_root, capsys):
 def test_data_command_verifies_the_file(real_data_root, capsys):
     assert cli.main(["data", "--data", str(real_data_root), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["verified"] is True
+
+
+def test_run_json_reports_rounds_and_writes_the_out_file(real_data_root, tmp_path, capsys):
+    out_file = tmp_path / "run.json"
+    code = cli.main(["run", "--clients", "3", "--scheme", "iid", "--rounds", "2", "--width", "8", "--subset", "150",
+                     "--eval-subset", "60", "--json", "--out", str(out_file), "--data", str(real_data_root)])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and [h["round"] for h in out["rounds"]] == [1, 2]
+    assert out["config"]["n_clients"] == 3 and out["profile"] == "quick"
+    assert json.loads(out_file.read_text())["rounds"] == out["rounds"]
