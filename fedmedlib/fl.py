@@ -278,3 +278,25 @@ def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str 
         seconds_per_round=float(np.mean([h["seconds"] for h in history])),
         wall_time_s=time.perf_counter() - started, provenance=provenance(fed.device),
     )
+
+
+def federated(exp: Experiment, *, profile: str, allow_run: bool = True, device="auto", root=None,
+              progress: bool | None = None, checkpoint_dir: str | Path | None = None) -> dict:
+    """Cached federated run: results/federated-<hash>.json, or run it (and save it) when allowed.
+
+    QUICK-profile runs are live demonstrations: always run, never written to results/.
+    """
+    from . import results
+    from .plugs import make_plugs
+
+    def run() -> dict:
+        private, aggregator = make_plugs(exp)
+        ckpt = Path(checkpoint_dir) / f"{exp.hash()}.pt" if checkpoint_dir else None
+        out = run_federated(exp, device=device, root=root, checkpoint=ckpt, progress=progress,
+                            private=private, aggregator=aggregator)
+        return dict(out, profile=profile)
+
+    if profile == "quick":
+        return run()
+    key = dict(exp.to_dict(), profile=profile)
+    return results.load_or_run("federated", key, run, allow_run=allow_run)
