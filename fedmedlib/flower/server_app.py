@@ -1,0 +1,230 @@
+"""The Flower ServerApp: FedAvg weighted by examples over `exp.rounds`, plain or through Flower's SecAgg+.
+
+It plays the rounds exactly as `fl.run_federated` does — the same client sampling and dropouts
+(`Federation.sample`), the same weights (training images), the same aggregate (`fl.weighted_mean`), the
+same central evaluation (`Federation.evaluate_global`) — and returns a history of the same shape.
+SecAgg+ rounds go through `SecAggPlusWorkflow`, which still speaks Flower's legacy strategy interface; a
+small strategy hands it our sampled clients and keeps the securely aggregated mean.
+
+References:
+    McMahan et al., AISTATS 2017 (FedAvg); Bell et al., CCS 2020 (SecAgg+); Flower 1.42 `flwr.serverapp`,
+    `flwr.server.workflow.SecAggPlusWorkflow`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server import LegacyContext
+from flwr.server.compat.grid_client_proxy import GridClientProxy
+from flwr.server.strategy import FedAvg
+from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+from flwr.serverapp import Grid, ServerApp
+
+from .. import fl
+from ..models import count_parameters
+from ..provenance import provenance
+from . import wire
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    """Flower SecAgg+ settings; defaults are Flower's (clipping range ±8, 2^22 levels, modulus 2^32)."""
+
+    num_shares: int  # Shamir shares per client = its ring neighbours incl. itself; must be odd (Flower bug)
+    threshold: int  # shares needed to unmask a client: tolerates num_shares - threshold dropouts per ring
+    max_weight: float | None = None  # None = the largest hospital's training images: weight ratio ≤ 1
+    clipping_range: float = 8.0  # each weighted parameter is clipped to ±8 before quantization
+    quantization_range: int = 2**22  # 4,194,304 integer levels over [-8, 8]: step 16 / 2^22 ≈ 3.8e-6
+    timeout: float | None = None  # seconds to wait per stage (None = forever)
+
+
+def check_secagg(exp: fl.Experiment, settings: SecAggSettings) -> None:
+    """Refuse settings that Flower 1.42 would crash on, or that cannot unmask, with the reason."""
+    k = max(1, int(round(exp.fraction_fit * exp.n_clients)))  # clients asked per round, as in Federation.sample
+    s, t = settings.num_shares, settings.threshold
+    if k < 2:
+        raise ValueError(f"SecAgg+ needs at least 2 clients per round; this experiment samples {k}")
+    if s <= 2:
+        raise ValueError(f"num_shares must be at least 3 (Flower refuses 2 and reads 1 as 'all'), got {s}")
+    if s % 2 == 0 and s < k:
+        raise ValueError(
+            f"num_shares={s} is even and smaller than the {k} clients per round: Flower 1.42 sends {s} to the "
+            f"clients, then silently builds rings of {s + 1} neighbours, so every client makes {s} Shamir shares "
+            f"for {s + 1} neighbours and crashes with IndexError. Use an odd num_shares, e.g. {s + 1} or {s - 1}")
+    if t > k:
+        raise ValueError(f"threshold={t} exceeds the {k} clients per round: no client could ever be unmasked")
+    if not 2 <= t < s:
+        raise ValueError(f"threshold must satisfy 2 <= threshold < num_shares (Flower), got {t} of {s}")
+
+
+def secagg_tolerance(settings: SecAggSettings, weights: list[float], max_weight: float) -> float:
+    """Worst-case |SecAgg+ mean - exact mean| per parameter for one round.
+
+    Client i quantizes (w_i / W)·x_i with stochastic rounding, an error below one step 2·c / Q; the server
+    divides the sum by Σ w_i / W, so the mean is off by at most n · (2c / Q) / Σ(w_i / W).
+    """
+    step = 2 * settings.clipping_range / settings.quantization_range
+    return len(weights) * step / (sum(weights) / max_weight)
+
+
+class _Chosen(FedAvg):
+    """Legacy strategy for one SecAgg+ round: asks exactly our sampled nodes and keeps the mean they give."""
+
+    def __init__(self, instructions):
+        super().__init__(fraction_evaluate=0.0)
+        self.instructions, self.mean, self.failures, self.losses = instructions, None, [], []
+
+    def configure_fit(self, server_round, parameters, client_manager):
+        return self.instructions
+
+    def aggregate_fit(self, server_round, results, failures):
+        self.failures = failures
+        ordered = sorted((r.metrics[wire.PARTITION], r.metrics[wire.TRAIN_LOSS]) for _, r in results)
+        self.losses = [loss for _, loss in ordered]
+        if results:  # SecAgg+ wrote the same securely aggregated weighted mean into every result
+            self.mean = parameters_to_ndarrays(results[0][1].parameters)[0]
+        return None, {}
+
+
+def _config(exp: fl.Experiment, rnd: int, root) -> dict:
+    config = {wire.ROUND: rnd, wire.EXPERIMENT: wire.experiment_to_json(exp)}
+    if root is not None:
+        config[wire.DATA_ROOT] = str(root)  # simulation convenience; deployed SuperNodes use FEDMED_DATA
+    return config
+
+
+def partition_map(grid: Grid, exp: fl.Experiment, timeout: float | None = 120.0) -> dict[int, int]:
+    """Ask every SuperNode which hospital it is; return {partition id: node id}, all hospitals present."""
+    deadline = time.time() + (timeout or 1e9)
+    while len(node_ids := list(grid.get_node_ids())) < exp.n_clients and time.time() < deadline:
+        time.sleep(0.5)
+    messages = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
+    found = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        if reply.has_error():
+            raise RuntimeError(f"SuperNode {reply.metadata.src_node_id} failed to say its partition: {reply.error}")
+        found[int(reply.content[wire.METRICS][wire.PARTITION])] = reply.metadata.src_node_id
+    missing = sorted(set(range(exp.n_clients)) - set(found))
+    if missing:
+        raise RuntimeError(f"no SuperNode serves hospital(s) {missing}; connected partitions: {sorted(found)}")
+    return found
+
+
+def _plain_round(grid, exp, nodes, cids, global_np, rnd, root):
+    content = lambda: RecordDict({wire.ARRAYS: ArrayRecord({wire.FLAT: Array(global_np)}),  # noqa: E731
+                                  wire.CONFIG: ConfigRecord(_config(exp, rnd, root))})
+    messages = [Message(content(), dst_node_id=nodes[c], message_type=MessageType.TRAIN, group_id=str(rnd))
+                for c in cids]
+    replies = {}
+    for reply in grid.send_and_receive(messages):
+        if reply.has_error():
+            raise RuntimeError(f"round {rnd}: SuperNode {reply.metadata.src_node_id} failed: {reply.error}")
+        metrics = reply.content[wire.METRICS]
+        replies[int(metrics[wire.PARTITION])] = (reply.content[wire.ARRAYS][wire.FLAT].numpy(),
+                                                 float(metrics[wire.NUM_EXAMPLES]), float(metrics[wire.TRAIN_LOSS]))
+    ordered = [replies[c] for c in sorted(replies)]  # the in-process engine's order: by hospital id
+    start = torch.from_numpy(global_np)
+    mean = fl.weighted_mean([torch.from_numpy(new) - start for new, _, _ in ordered], [w for _, w, _ in ordered])
+    return mean, [loss for _, _, loss in ordered], {"aggregator": "flower-plain"}
+
+
+def _secagg_round(grid, context, exp, nodes, cids, global_np, rnd, root, settings, max_weight):
+    fitins = FitIns(ndarrays_to_parameters([global_np]), _config(exp, rnd, root))
+    run_id = context.run_id
+    strategy = _Chosen([(GridClientProxy(nodes[c], grid, run_id), fitins) for c in cids])
+    legacy = LegacyContext(context, strategy=strategy)
+    legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({Key.CURRENT_ROUND: rnd})
+    legacy.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(fitins.parameters, True)
+    SecAggPlusWorkflow(settings.num_shares, settings.threshold, max_weight=max_weight,
+                       clipping_range=settings.clipping_range, quantization_range=settings.quantization_range,
+                       timeout=settings.timeout)(grid, legacy)
+    if strategy.mean is None:
+        raise RuntimeError(f"round {rnd}: SecAgg+ halted (too few clients or shares); failures: {strategy.failures}")
+    mean = torch.from_numpy(strategy.mean.astype(np.float32)) - torch.from_numpy(global_np)
+    return mean, strategy.losses, {"aggregator": "flower-secagg+", "num_shares": settings.num_shares,
+                            "threshold": settings.threshold, "max_weight": float(max_weight)}
+
+
+def run_server(grid: Grid, context: Context, exp: fl.Experiment, *, secagg: SecAggSettings | None = None,
+               root=None) -> tuple[dict, torch.Tensor]:
+    """Play `exp.rounds` rounds over the SuperNodes of `grid`; return (history as `fl.run_federated`, model)."""
+    started = time.perf_counter()
+    if secagg is not None:
+        check_secagg(exp, secagg)
+    fed = fl.Federation(exp, device="cpu", root=root)  # the server's copy: sampling, initial model, evaluation
+    nodes = partition_map(grid, exp)
+    sizes = [float(len(h.train_idx)) for h in fed.hospitals]
+    max_weight = (secagg.max_weight or max(sizes)) if secagg else None
+    global_flat = fl.get_flat(fed.model).clone()
+    history, best = [], None
+    for rnd in range(1, exp.rounds + 1):
+        t0 = time.perf_counter()
+        chosen, dropped = fed.sample(rnd)
+        survivors = [c for c in chosen if c not in dropped]
+        global_np, info, losses = wire.flat_to_numpy(global_flat), {}, []
+        if survivors:
+            if secagg is None:
+                mean, losses, info = _plain_round(grid, exp, nodes, survivors, global_np, rnd, root)
+            else:
+                mean, losses, info = _secagg_round(grid, context, exp, nodes, survivors, global_np, rnd, root,
+                                                      secagg, max_weight)
+                info["tolerance"] = secagg_tolerance(secagg, [sizes[c] for c in survivors], max_weight)
+            global_flat = global_flat + mean.to(global_flat.dtype)
+        metrics = fed.evaluate_global(global_flat)
+        record = dict(round=rnd, clients=chosen, dropped=dropped, aggregated=len(survivors),
+                      train_loss=float(np.mean(losses)) if losses else None, **metrics,
+                      seconds=time.perf_counter() - t0, **info)
+        history.append(record)
+        if best is None or metrics["val_accuracy"] > best["val_accuracy"]:
+            best = record
+    history_dict = dict(
+        kind="federated", engine="flower", config=exp.to_dict(), experiment_hash=exp.hash(), seed=exp.seed,
+        n_parameters=count_parameters(fed.model), hospital_sizes=[len(h.train_idx) + len(h.val_idx)
+                                                                 for h in fed.hospitals],
+        rounds=history, best_round=best["round"], val_accuracy_best=best["val_accuracy"],
+        test_accuracy_at_best_val=best["test_accuracy"], test_accuracy_last=history[-1]["test_accuracy"],
+        seconds_per_round=float(np.mean([h["seconds"] for h in history])),
+        wall_time_s=time.perf_counter() - started, provenance=provenance("cpu"),
+    )
+    return history_dict, global_flat
+
+
+def make_server_app(exp: fl.Experiment, *, secagg: SecAggSettings | None = None, root=None,
+                    result: dict | None = None) -> ServerApp:
+    """A ServerApp for one experiment; (history, final model) land in `result["history"]`, `result["flat"]`."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        history, flat = run_server(grid, context, exp, secagg=secagg, root=root)
+        if result is not None:
+            result.update(history=history, flat=flat)
+
+    return app
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """`flwr run` entry: the experiment and SecAgg+ settings come from [tool.flwr.app.config]."""
+    config = dict(context.run_config)
+    exp = wire.experiment_from_run_config(config)
+    secagg = None
+    if config.get("secagg", exp.aggregator == "secagg"):
+        secagg = SecAggSettings(int(config.get("num-shares", exp.secagg_neighbours or exp.n_clients)),
+                                int(config.get("threshold", exp.secagg_threshold)),
+                                max_weight=float(config["max-weight"]) if config.get("max-weight") else None)
+    history, _ = run_server(grid, context, exp, secagg=secagg, root=config.get("data-root") or None)
+    print(json.dumps({k: history[k] for k in ("experiment_hash", "best_round", "test_accuracy_at_best_val",
+                                              "test_accuracy_last", "wall_time_s")}))
