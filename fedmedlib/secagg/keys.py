@@ -73,3 +73,12 @@ def decrypt(key: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
             "share ciphertext failed authentication: it was tampered with, sent to the wrong "
             "client or round, or encrypted under another key"
         ) from error
+
+
+def pair_context(u: int, v: int, round_id: int, purpose: str) -> bytes:
+    # Both ends build the same context: sorted ids, the round, the purpose.
+    return f"fedmedlib-secagg/{purpose}/round={round_id}/pair={min(u, v)},{max(u, v)}".encode()
+
+
+def address(sender: int, recipient: int, round_id: int) -> bytes:
+    return f"round={round_id}/from={sender}/to={recipient}".encode()

@@ -6,6 +6,7 @@ References:
 """
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -37,35 +38,63 @@ def reduce_mod(vector: np.ndarray, modulus_bits: int) -> np.ndarray:
     return vector
 
 
-def _keystream(seed: bytes):
+def keystream(seed: bytes, byte_offset: int = 0):
+    """AES-256-CTR keystream of `seed`, positioned at `byte_offset` (a multiple of 16)."""
     if len(seed) != SEED_BYTES:
         raise ValueError(f"a mask seed has {SEED_BYTES} bytes (256 bits), got {len(seed)}")
-    # Each seed keys exactly one stream (fresh per round and per pair), so a fixed
-    # all-zero initial counter block never repeats a (key, counter) pair.
-    return Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+    if byte_offset % 16:
+        raise ValueError(f"byte_offset must be a multiple of the 16-byte AES block, got {byte_offset}")
+    # Each seed keys exactly one stream (fresh per round and per pair), so counter blocks
+    # 0, 1, 2, ... never repeat under one key; starting at block offset/16 lets threads
+    # expand disjoint slices of the same mask.
+    counter = (byte_offset // 16).to_bytes(16, "big")
+    return Cipher(algorithms.AES(seed), modes.CTR(counter)).encryptor()
 
 
-def apply_masks(vector: np.ndarray, masks: Sequence[tuple[bytes, int]], modulus_bits: int) -> np.ndarray:
-    """In place: vector += sign * PRG(seed) for each (seed, sign ±1), then reduce mod 2^m."""
+def _split(length: int, parts: int, align: int) -> list[tuple[int, int]]:
+    step = -(-length // parts)
+    step += -step % align  # slice starts must fall on AES block boundaries
+    return [(start, min(start + step, length)) for start in range(0, length, step)] or [(0, 0)]
+
+
+def apply_masks(vector: np.ndarray, masks: Sequence[tuple[bytes, int]], modulus_bits: int,
+                addends: Sequence[np.ndarray] = (), workers: int = 1) -> np.ndarray:
+    """In place: vector += sum(addends) + sum(sign * PRG(seed)) over (seed, sign = +-1), mod 2^m.
+
+    Works in cache-sized chunks; `workers` threads take disjoint slices (AES and numpy release the GIL).
+    """
     dtype = vector_dtype(modulus_bits)
     if vector.dtype != dtype or vector.ndim != 1 or not vector.flags.c_contiguous:
         raise TypeError(f"vector must be a contiguous 1-D {dtype} array, got {vector.dtype} {vector.shape}")
     if any(sign not in (1, -1) for _, sign in masks):
         raise ValueError("every mask sign must be +1 or -1")
-    streams = [(_keystream(seed), sign) for seed, sign in masks]
-    chunk = min(CHUNK_ELEMENTS, max(len(vector), 1))
-    zeros = memoryview(bytes(chunk * dtype.itemsize))  # a view: slicing it copies nothing
-    # update_into writes the keystream into one reused buffer: allocating a fresh
-    # output per call cost more than the AES itself.
-    buffer = bytearray(chunk * dtype.itemsize + 15)
-    keystream = np.frombuffer(buffer, dtype=dtype, count=chunk)
-    for start in range(0, len(vector), chunk):
-        part = vector[start : start + chunk]
-        size = len(part)
-        for stream, sign in streams:
-            stream.update_into(zeros[: size * dtype.itemsize], buffer)
-            # uint32/uint64 add and subtract wrap around: exact arithmetic mod 2^32 / 2^64.
-            (np.add if sign == 1 else np.subtract)(part, keystream[:size], out=part)
+    if any(a.dtype != dtype or a.shape != vector.shape for a in addends):
+        raise TypeError(f"addends must be {dtype} arrays of shape {vector.shape}")
+
+    def work(first: int, last: int) -> None:
+        chunk = max(min(CHUNK_ELEMENTS, last - first), 1)
+        zeros = memoryview(bytes(chunk * dtype.itemsize))  # a view: slicing it copies nothing
+        # update_into writes the keystream into one reused buffer: allocating a fresh
+        # output per call cost more than the AES itself.
+        buffer = bytearray(chunk * dtype.itemsize + 15)
+        stream_chunk = np.frombuffer(buffer, dtype=dtype, count=chunk)
+        streams = [(keystream(seed, first * dtype.itemsize), sign) for seed, sign in masks]
+        for start in range(first, last, chunk):
+            part = vector[start : min(start + chunk, last)]
+            size = len(part)
+            for addend in addends:
+                np.add(part, addend[start : start + size], out=part)
+            for stream, sign in streams:
+                stream.update_into(zeros[: size * dtype.itemsize], buffer)
+                # uint32/uint64 add and subtract wrap around: exact arithmetic mod 2^32 / 2^64.
+                (np.add if sign == 1 else np.subtract)(part, stream_chunk[:size], out=part)
+
+    slices = _split(len(vector), max(workers, 1), 16 // dtype.itemsize)
+    if len(slices) == 1:
+        work(*slices[0])
+    else:
+        with ThreadPoolExecutor(len(slices)) as pool:
+            list(pool.map(lambda bounds: work(*bounds), slices))
     return reduce_mod(vector, modulus_bits)
 
 

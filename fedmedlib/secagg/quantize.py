@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .masking import vector_dtype
+from .masking import SEED_BYTES, keystream, vector_dtype
 
 # 2^18 floats per step keep the float64 temporaries in L2 cache (2x faster than whole-vector).
 CHUNK_ELEMENTS = 1 << 18
@@ -66,35 +66,66 @@ def quantize(
     quant_bits: int,
     rng: np.random.Generator,
     modulus_bits: int = 32,
+    weight: int = 1,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Clip to [-c, c], map to [0, 2^q - 1] with unbiased stochastic rounding.
+    """Clip to [-c, c], map to [0, 2^q - 1] with unbiased stochastic rounding, times `weight`.
 
-    Returns the integer vector (dtype for modulus_bits) and how many values were clipped.
+    Returns the integer vector (dtype for modulus_bits; written into `out` if given) and how
+    many values were clipped. The caller keeps weight * (2^q - 1) below 2^m (see weight_levels).
     """
     check_quantization(clip_range, quant_bits, modulus_bits)
     values = np.asarray(values)
     if values.ndim != 1 or not np.issubdtype(values.dtype, np.floating):
         raise TypeError(f"values must be a 1-D float array, got {values.dtype} {values.shape}")
-    if not np.all(np.isfinite(values)):
-        raise ValueError("values contain NaN or inf; fix the update before aggregating it")
-    scale = ((1 << quant_bits) - 1) / (2.0 * clip_range)
-    out = np.empty(len(values), dtype=vector_dtype(modulus_bits))
-    clipped = int(np.count_nonzero(np.abs(values) > clip_range))
-    for start in range(0, len(values), CHUNK_ELEMENTS):
-        part = np.clip(values[start : start + CHUNK_ELEMENTS], -clip_range, clip_range).astype(np.float64)
-        part += clip_range
-        part *= scale
-        # floor(v + U[0,1)) rounds up with probability frac(v): unbiased, error < 1 level.
-        part += rng.random(len(part))
-        np.floor(part, out=part)
-        np.minimum(part, (1 << quant_bits) - 1, out=part)  # v = 2^q - 1 exactly stays in range
-        out[start : start + len(part)] = part
+    top = (1 << quant_bits) - 1
+    scale = top / (2.0 * clip_range)
+    if out is None:
+        out = np.empty(len(values), dtype=vector_dtype(modulus_bits))
+    if out.shape != values.shape or out.dtype != vector_dtype(modulus_bits):
+        raise TypeError(f"out must be a {vector_dtype(modulus_bits)} array of shape {values.shape}")
+    chunk = max(min(CHUNK_ELEMENTS, len(values)), 1)
+    level, uniform = np.empty(chunk), np.empty(chunk)
+    # Rounding noise from AES-CTR keyed by rng: 4x faster than rng.random, 2^-32 resolution.
+    stream, zeros = keystream(rng.bytes(SEED_BYTES)), memoryview(bytes(4 * chunk))
+    buffer = bytearray(4 * chunk + 15)
+    random_bits = np.frombuffer(buffer, dtype=np.uint32, count=chunk)
+    clipped = 0
+    for start in range(0, len(values), chunk):
+        part = values[start : start + chunk]
+        size = len(part)
+        low, high = float(part.min()), float(part.max())  # NaN propagates into both
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError("values contain NaN or inf; fix the update before aggregating it")
+        v, u = level[:size], uniform[:size]
+        np.multiply(part, scale, out=v)  # float64 from here on
+        v += clip_range * scale
+        if low < -clip_range or high > clip_range:  # clip (and count) only when needed
+            clipped += int(np.count_nonzero(part < -clip_range) + np.count_nonzero(part > clip_range))
+            np.clip(v, 0.0, top, out=v)
+        stream.update_into(zeros[: 4 * size], buffer)
+        np.multiply(random_bits[:size], 2.0**-32, out=u)
+        # trunc(v + U[0,1)) = floor for v >= 0: rounds up with probability frac(v), so the
+        # rounding is unbiased with error < 1 level.
+        v += u
+        if quant_bits > 21:  # top + u can round up to 2^q once q + 32 bits exceed float64's 53
+            np.minimum(v, top, out=v)
+        target = out[start : start + size]
+        target[...] = v  # float -> unsigned cast truncates
+        if weight != 1:
+            target *= target.dtype.type(weight)  # cannot wrap: weight * top < 2^m (weight_levels)
     return out, clipped
 
 
-def dequantize_mean(total: np.ndarray, weight_sum: int, clip_range: float, quant_bits: int) -> np.ndarray:
+def dequantize_mean(total: np.ndarray, weight_sum: int, clip_range: float, quant_bits: int,
+                    dtype=np.float64) -> np.ndarray:
     """Turn sum_i w_i q_i and sum_i w_i back into the weighted mean of the clipped floats."""
     if weight_sum <= 0:
         raise ValueError(f"weight_sum must be positive, got {weight_sum}")
-    mean_levels = total.astype(np.float64) / weight_sum
-    return mean_levels * quantization_step(clip_range, quant_bits) - clip_range
+    out = np.empty(len(total), dtype=dtype)
+    step = quantization_step(clip_range, quant_bits) / weight_sum
+    for start in range(0, len(total), CHUNK_ELEMENTS):  # float64 temporaries stay in cache
+        part = total[start : start + CHUNK_ELEMENTS] * step
+        part -= clip_range
+        out[start : start + len(part)] = part
+    return out
