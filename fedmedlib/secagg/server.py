@@ -31,6 +31,14 @@ class Server:
         self.vector_length, self.round_id, self.workers = vector_length, round_id, workers
         self.neighbours = ring_neighbours(client_ids, num_neighbours, rng or np.random.default_rng())
         self.view = ServerView(round_id=round_id, threshold=threshold, neighbours=dict(self.neighbours))
+        self._stages = iter(Stage)  # the server walks the stages once, in order
+
+    def _enter(self, stage: Stage) -> None:
+        expected = next(self._stages, None)
+        if expected != stage:
+            self._stages = iter(())  # a round that went out of order cannot be resumed
+            raise ProtocolViolation(f"server asked to run stage {stage.value}, expected stage "
+                                    f"{expected.value if expected else 'none (round over)'}")
 
     def _send(self, cls, recipient: int, stage: Stage, **body) -> Message:
         message = cls(sender=SERVER, recipient=recipient, stage=stage, round_id=self.round_id, **body)
@@ -54,11 +62,13 @@ class Server:
         return dict(sorted(accepted.items()))
 
     def setup(self) -> list[SetupRequest]:
+        self._enter(Stage.SETUP)
         return [self._send(SetupRequest, u, Stage.SETUP, neighbours=self.neighbours[u], threshold=self.threshold,
                            modulus_bits=self.modulus_bits, vector_length=self.vector_length)
                 for u in self.clients]
 
     def advertise_keys(self, adverts: Iterable[KeyAdvert]) -> list[KeyBroadcast]:
+        self._enter(Stage.ADVERTISE_KEYS)
         self.adverts = self._receive(adverts, Stage.ADVERTISE_KEYS, KeyAdvert, self.clients)
         all_keys = [k for a in self.adverts.values() for k in (a.cipher_public_key, a.mask_public_key)]
         if len(set(all_keys)) != len(all_keys):  # a reused key would make two clients' masks collide
@@ -70,6 +80,7 @@ class Server:
                 for u in self.adverts]
 
     def share_keys(self, messages: Iterable[EncryptedShares]) -> list[ForwardedShares]:
+        self._enter(Stage.SHARE_KEYS)
         self.shared = self._receive(messages, Stage.SHARE_KEYS, EncryptedShares, self.adverts)
         for u, message in self.shared.items():
             if set(message.ciphertexts) != set(self.live_neighbours[u]):
@@ -81,6 +92,7 @@ class Server:
                 for v in self.shared]
 
     def masked_input(self, messages: Iterable[MaskedInput]) -> list[UnmaskRequest]:
+        self._enter(Stage.MASKED_INPUT)
         self.masked = self._receive(messages, Stage.MASKED_INPUT, MaskedInput, self.shared)
         for u, message in self.masked.items():
             if message.vector.dtype != vector_dtype(self.modulus_bits):
@@ -95,6 +107,7 @@ class Server:
                 for v in self.masked]
 
     def unmask(self, messages: Iterable[UnmaskResponse]) -> np.ndarray:
+        self._enter(Stage.UNMASK)
         responses = self._receive(messages, Stage.UNMASK, UnmaskResponse, self.masked)
         requested = {m.recipient: m for m in self.view.sent if isinstance(m, UnmaskRequest)}
         for v, response in responses.items():
