@@ -172,6 +172,16 @@ def test_replayed_message_to_a_client_is_rejected():
         clients[0].share_keys(broadcasts[0])
 
 
+def test_message_from_a_later_stage_is_rejected_as_out_of_order():
+    server, clients, adverts = started_round()
+    broadcasts = server.advertise_keys(adverts)
+    shares = [clients[b.recipient].share_keys(b) for b in broadcasts]
+    forwarded = server.share_keys(shares)
+    fresh = Client(0, np.zeros(4, np.uint32))
+    with pytest.raises(ProtocolViolation, match="out of order"):
+        fresh.masked_input(forwarded[0])
+
+
 def test_misaddressed_message_is_rejected():
     server, clients, adverts = started_round()
     broadcasts = server.advertise_keys(adverts)
@@ -286,6 +296,7 @@ def test_bad_settings_are_refused_with_a_fix(kwargs, match):
     ([np.full(3, 2**16)] * 4, ValueError, r"reduce them mod 2\^16"),
     ([np.full(3, -1)] * 4, ValueError, r"\[0, 2\^16\)"),
     ([], ValueError, "non-empty"),
+    ([[1, 2], [3, 4]], TypeError, "np.asarray"),
 ])
 def test_bad_inputs_are_refused_with_a_fix(vectors, error, match):
     with pytest.raises(error, match=match):
@@ -356,3 +367,13 @@ def test_workers_do_not_change_the_sum():
     threaded = secure_sum(vectors, threshold=3, dropped=plan, seed=0, workers=2)
     assert np.array_equal(serial, threaded)
     assert serial.tolist()[:50] == exact_sum([v[:50] for v in vectors], [0, 1, 2, 3, 5], 32)
+
+
+def test_aggregator_stays_exact_when_the_round_shape_changes():
+    rng = np.random.default_rng(4)
+    aggregator = SecAggAggregator(threshold=3, seed=0)
+    for n, d in [(5, 300), (5, 300), (7, 120)]:  # reuses its buffers, then must reallocate
+        updates = [rng.normal(0, 0.1, d) for _ in range(n)]
+        mean, info = aggregator.aggregate(updates, [1.0] * n)
+        assert mean.shape == (d,)
+        assert np.abs(mean - np.mean(updates, axis=0)).max() <= info.error_bound

@@ -15,14 +15,16 @@ from .client import check_input
 from .masking import vector_dtype
 from .messages import ServerView
 from .protocol import run_round
-from .quantize import check_quantization, dequantize_mean, integer_weights, quantization_step, quantize, weight_levels
+from .quantize import (check_quantization, dequantize_mean, integer_weights, quantization_step, quantize,
+                       weight_levels)
 
 Dropouts = Mapping[str, Sequence[int]] | None
 
 
 def secure_sum(int_vectors: Sequence[np.ndarray], *, modulus_bits: int = 32, threshold: int = 4,
                num_neighbours: int | None = None, dropped: Dropouts = None, seed: int | None = None,
-               return_view: bool = False, round_id: int = 0, workers: int = 1, consume_inputs: bool = False):
+               return_view: bool = False, round_id: int = 0, workers: int = 1,
+               consume_inputs: bool = False):
     """Sum mod 2^m of the inputs of exactly the clients whose masked input reached the server.
 
     Client u holds int_vectors[u] (integers in [0, 2^m)). `dropped` maps "before_share_keys",
@@ -34,11 +36,14 @@ def secure_sum(int_vectors: Sequence[np.ndarray], *, modulus_bits: int = 32, thr
     >>> secure_sum([np.array([1, 2]), np.array([3, 4]), np.array([5, 6]), np.array([7, 8])]).tolist()
     [16, 20]
     """
+    vector_dtype(modulus_bits)  # validates modulus_bits before any work
     if isinstance(int_vectors, np.ndarray) and int_vectors.ndim == 2:
         int_vectors = list(int_vectors)
     if not isinstance(int_vectors, Sequence) or len(int_vectors) == 0:
         raise ValueError("int_vectors must be a non-empty list of 1-D integer arrays, one per client")
-    length = len(int_vectors[0]) if isinstance(int_vectors[0], np.ndarray) else -1
+    if not all(isinstance(vector, np.ndarray) for vector in int_vectors):
+        raise TypeError("int_vectors must hold numpy arrays; wrap each input in np.asarray")
+    length = len(int_vectors[0]) if int_vectors[0].ndim == 1 else 0
     for u, vector in enumerate(int_vectors):
         check_input(vector, length, modulus_bits, f"int_vectors[{u}]")
     total, view = run_round(int_vectors, modulus_bits=modulus_bits, threshold=threshold,
@@ -68,12 +73,15 @@ class SecureMeanInfo:
 def secure_mean(updates: Sequence[np.ndarray], weights: Sequence[float], clip_range: float = 8.0,
                 quant_bits: int = 16, *, modulus_bits: int = 32, threshold: int = 4,
                 num_neighbours: int | None = None, dropped: Dropouts = None, max_weight: float | None = None,
-                seed: int | None = None, return_view: bool = False, round_id: int = 0, workers: int = 1):
+                seed: int | None = None, return_view: bool = False, round_id: int = 0, workers: int = 1,
+                buffers: list[np.ndarray] | None = None):
     """Weighted mean of float updates through quantization and secure_sum; returns (mean, info).
 
     Each client clips to +-clip_range, stochastically rounds to quant_bits, multiplies by its
     integer weight and appends that weight, so the server learns only the survivors' weighted sum
     and total weight. The mean is over info.aggregated; its error is below info.error_bound.
+    `buffers` (one array of d + 1 integers per client) are overwritten instead of allocating new
+    ones: reusing them across rounds saves the page faults of fresh memory.
     """
     check_quantization(clip_range, quant_bits, modulus_bits)
     if len(updates) == 0 or len(updates) != len(weights):
@@ -85,7 +93,7 @@ def secure_mean(updates: Sequence[np.ndarray], weights: Sequence[float], clip_ra
     client_rngs = np.random.default_rng(seed).spawn(len(updates) + 1)
 
     def encode(u: int) -> tuple[np.ndarray, int]:
-        vector = np.empty(length + 1, dtype=vector_dtype(modulus_bits))
+        vector = np.empty(length + 1, dtype=vector_dtype(modulus_bits)) if buffers is None else buffers[u]
         _, clipped = quantize(updates[u], clip_range, quant_bits, client_rngs[u], modulus_bits,
                               weight=int(weights_int[u]), out=vector[:length])
         vector[length] = weights_int[u]  # the total weight is summed securely too
@@ -136,6 +144,13 @@ class SecAggAggregator:
     def __post_init__(self) -> None:
         check_quantization(self.clip_range, self.quant_bits, self.modulus_bits)
         self._rng = np.random.default_rng(self.seed)
+        self._buffers: list[np.ndarray] = []  # one per client, reused while the shapes stay the same
+
+    def _client_buffers(self, num_clients: int, length: int) -> list[np.ndarray]:
+        shape, dtype = (length + 1,), vector_dtype(self.modulus_bits)
+        if len(self._buffers) != num_clients or self._buffers[0].shape != shape:
+            self._buffers = [np.empty(shape, dtype) for _ in range(num_clients)]
+        return self._buffers
 
     def aggregate(self, updates: Sequence[np.ndarray], weights: Sequence[float],
                   dropped: Dropouts = None) -> tuple[np.ndarray, SecureMeanInfo]:
@@ -144,6 +159,7 @@ class SecAggAggregator:
                                  modulus_bits=self.modulus_bits, threshold=self.threshold,
                                  num_neighbours=self.num_neighbours, dropped=dropped,
                                  max_weight=self.max_weight, seed=int(self._rng.integers(2**63)),
-                                 round_id=self.rounds_run, workers=self.workers)
+                                 round_id=self.rounds_run, workers=self.workers,
+                                 buffers=self._client_buffers(len(updates), len(updates[0])))
         self.rounds_run += 1
         return mean, info

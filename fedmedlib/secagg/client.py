@@ -32,14 +32,19 @@ class Client:
         check_header(message, recipient=self.id, round_id=self.round_id, stage=stage, kind=kind)
         if message.sender != SERVER:
             raise ProtocolViolation(f"client {self.id} accepts messages from the server only")
-        if self._next >= len(self._ORDER) or self._ORDER[self._next] != stage:
+        position = self._ORDER.index(stage)
+        if position < self._next:
             raise ProtocolViolation(f"client {self.id} already passed stage {stage.value}: replayed")
+        if position > self._next:
+            raise ProtocolViolation(f"client {self.id} got stage {stage.value} before stage "
+                                    f"{self._ORDER[self._next].value}: out of order")
         self._next += 1
 
     def _reply(self, cls, stage: Stage, **body) -> Message:
         return cls(sender=self.id, recipient=SERVER, stage=stage, round_id=self.round_id, **body)
 
     def setup(self, request: SetupRequest) -> KeyAdvert:
+        """Setup -> advertise keys: check the input, make two key pairs, publish their public halves."""
         self._accept(request, Stage.SETUP, SetupRequest)
         self.threshold, self.modulus_bits = request.threshold, request.modulus_bits
         self.neighbours = set(request.neighbours)
@@ -49,13 +54,15 @@ class Client:
                            mask_public_key=self.mask_keys.public)
 
     def share_keys(self, broadcast: KeyBroadcast) -> EncryptedShares:
+        """Share keys: t-of-(k+1) shares of the self-mask seed and mask key, encrypted per neighbour."""
         self._accept(broadcast, Stage.ADVERTISE_KEYS, KeyBroadcast)
         if not set(broadcast.public_keys) <= self.neighbours:
             raise ProtocolViolation(f"client {self.id} was sent keys of clients that are not its neighbours")
         self.peer_keys = dict(broadcast.public_keys)
         holders = sorted(self.peer_keys) + [self.id]  # neighbours and itself hold shares
         if len(holders) < self.threshold:
-            raise SecAggAbort(f"client {self.id} has {len(holders)} share holders, below threshold {self.threshold}")
+            raise SecAggAbort(f"client {self.id} has {len(holders)} share holders, "
+                              f"below threshold {self.threshold}")
         self.seed = os.urandom(SEED_BYTES)  # the self-mask seed b_u, fresh each round
         seed_shares = shamir.split_secret(self.seed, self.threshold, len(holders))
         key_shares = shamir.split_secret(self.mask_keys.private_bytes(), self.threshold, len(holders))
@@ -70,6 +77,7 @@ class Client:
         return keys.agree(self.cipher_keys.private, self.peer_keys[peer][0], context)
 
     def masked_input(self, forwarded: ForwardedShares) -> MaskedInput:
+        """Masked input: keep the neighbours' shares, send input + self mask +- pairwise masks."""
         self._accept(forwarded, Stage.SHARE_KEYS, ForwardedShares)
         if not set(forwarded.ciphertexts) <= set(self.peer_keys):
             raise ProtocolViolation(f"client {self.id} was forwarded shares from non-neighbours")
@@ -82,21 +90,25 @@ class Client:
         self.mask_peers = sorted(forwarded.ciphertexts)
         masks = [(self.seed, 1)]
         for u in self.mask_peers:
-            seed = keys.agree(self.mask_keys.private, self.peer_keys[u][1], keys.pair_context(self.id, u, self.round_id, "mask"))
+            context = keys.pair_context(self.id, u, self.round_id, "mask")
+            seed = keys.agree(self.mask_keys.private, self.peer_keys[u][1], context)
             masks.append((seed, 1 if self.id < u else -1))  # opposite signs cancel in the sum
         masked = self.vector.astype(vector_dtype(self.modulus_bits), copy=not self.consume_input)
-        self.vector = None  # either masked in place or no longer needed: never kept beside its mask
+        self.vector = None  # the raw input is not needed once masked
         apply_masks(masked, masks, self.modulus_bits)
         return self._reply(MaskedInput, Stage.MASKED_INPUT, vector=masked)
 
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
+        """Unmask: seed shares of surviving neighbours, mask-key shares of dropped ones, never both."""
         self._accept(request, Stage.UNMASK, UnmaskRequest)
         survivors, dropped = set(request.survivors), set(request.dropped)
         # Revealing both shares of one client would let the server unmask that client's input.
         if survivors & dropped:
-            raise ProtocolViolation(f"client {self.id} was asked for both shares of {sorted(survivors & dropped)}")
+            raise ProtocolViolation(f"client {self.id} was asked for both shares of "
+                                    f"{sorted(survivors & dropped)}")
         if survivors | dropped != set(self.mask_peers) | {self.id} or self.id not in survivors:
-            raise ProtocolViolation(f"client {self.id} got survivor/dropout lists inconsistent with its neighbours")
+            raise ProtocolViolation(f"client {self.id} got survivor/dropout lists inconsistent "
+                                    "with its neighbours")
         return self._reply(UnmaskResponse, Stage.UNMASK,
                            seed_shares={u: self.held[u][:SHARE_BYTES] for u in sorted(survivors)},
                            key_shares={u: self.held[u][SHARE_BYTES:] for u in sorted(dropped)})
@@ -104,13 +116,16 @@ class Client:
 
 def check_input(vector: np.ndarray, length: int, modulus_bits: int, owner: str) -> None:
     """Raise naming the fix if an input is not a length-d integer vector with values in [0, 2^m)."""
-    if not isinstance(vector, np.ndarray) or vector.ndim != 1 or len(vector) != length:
-        raise ValueError(f"{owner}: input must be a 1-D array of length {length}, got "
+    if not isinstance(vector, np.ndarray) or vector.ndim != 1:
+        raise ValueError(f"{owner}: input must be a 1-D numpy array (flatten it), got "
                          f"{getattr(vector, 'shape', type(vector).__name__)}")
+    if len(vector) != length:
+        raise ValueError(f"{owner}: input must have length {length} like the others, got {len(vector)}")
     if not np.issubdtype(vector.dtype, np.integer):
-        raise TypeError(f"{owner}: input must have an integer dtype, got {vector.dtype}; quantize floats first")
+        raise TypeError(f"{owner}: input must have an integer dtype, got {vector.dtype}; "
+                        "quantize floats first")
     # An unsigned dtype no wider than m cannot leave [0, 2^m): skip two passes over the data.
     fits_by_type = vector.dtype.kind == "u" and vector.dtype.itemsize * 8 <= modulus_bits
     if len(vector) and not fits_by_type and (vector.min() < 0 or int(vector.max()) >= 1 << modulus_bits):
-        raise ValueError(f"{owner}: values must lie in [0, 2^{modulus_bits}); reduce them mod 2^{modulus_bits} "
-                         "or raise modulus_bits")
+        raise ValueError(f"{owner}: values must lie in [0, 2^{modulus_bits}); "
+                         f"reduce them mod 2^{modulus_bits} or raise modulus_bits")

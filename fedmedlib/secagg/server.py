@@ -45,16 +45,19 @@ class Server:
         self.view.sent.append(message)
         return message
 
-    def _receive(self, messages: Iterable[Message], stage: Stage, kind: type, expected: Iterable[int]) -> dict:
+    def _receive(self, messages: Iterable[Message], stage: Stage, kind: type,
+                 expected: Iterable[int]) -> dict:
         """Record every message, then accept one per expected sender; abort below the threshold."""
         expected, accepted = set(expected), {}
         for message in messages:
             self.view.received.append(message)
             check_header(message, recipient=SERVER, round_id=self.round_id, stage=stage, kind=kind)
             if message.sender not in expected:
-                raise ProtocolViolation(f"stage {stage.value}: client {message.sender!r} is not in this stage")
+                raise ProtocolViolation(f"stage {stage.value}: client {message.sender!r} "
+                                        "is not in this stage")
             if message.sender in accepted:
-                raise ProtocolViolation(f"stage {stage.value}: second message from client {message.sender}: replayed")
+                raise ProtocolViolation(f"stage {stage.value}: second message from client "
+                                        f"{message.sender}: replayed")
             accepted[message.sender] = message
         if len(accepted) < self.threshold:
             raise SecAggAbort(f"only {len(accepted)} clients answered stage {stage.value}; "
@@ -62,12 +65,15 @@ class Server:
         return dict(sorted(accepted.items()))
 
     def setup(self) -> list[SetupRequest]:
+        """Stage 0: tell each client the round's parameters and its neighbours."""
         self._enter(Stage.SETUP)
-        return [self._send(SetupRequest, u, Stage.SETUP, neighbours=self.neighbours[u], threshold=self.threshold,
-                           modulus_bits=self.modulus_bits, vector_length=self.vector_length)
+        return [self._send(SetupRequest, u, Stage.SETUP, neighbours=self.neighbours[u],
+                           threshold=self.threshold, modulus_bits=self.modulus_bits,
+                           vector_length=self.vector_length)
                 for u in self.clients]
 
     def advertise_keys(self, adverts: Iterable[KeyAdvert]) -> list[KeyBroadcast]:
+        """Stage 1: collect public keys; send each client its live neighbours' keys."""
         self._enter(Stage.ADVERTISE_KEYS)
         self.adverts = self._receive(adverts, Stage.ADVERTISE_KEYS, KeyAdvert, self.clients)
         all_keys = [k for a in self.adverts.values() for k in (a.cipher_public_key, a.mask_public_key)]
@@ -80,18 +86,21 @@ class Server:
                 for u in self.adverts]
 
     def share_keys(self, messages: Iterable[EncryptedShares]) -> list[ForwardedShares]:
+        """Stage 2: collect encrypted shares (opaque to the server); forward each to its recipient."""
         self._enter(Stage.SHARE_KEYS)
         self.shared = self._receive(messages, Stage.SHARE_KEYS, EncryptedShares, self.adverts)
         for u, message in self.shared.items():
             if set(message.ciphertexts) != set(self.live_neighbours[u]):
                 raise ProtocolViolation(f"client {u} sent shares to clients other than its live neighbours")
         # v masks with exactly the neighbours whose shares it receives; the graph is symmetric.
-        self.mask_peers = {v: [u for u in self.shared if v in self.shared[u].ciphertexts] for v in self.shared}
+        self.mask_peers = {v: [u for u in self.shared if v in self.shared[u].ciphertexts]
+                           for v in self.shared}
         return [self._send(ForwardedShares, v, Stage.SHARE_KEYS,
                            ciphertexts={u: self.shared[u].ciphertexts[v] for u in self.mask_peers[v]})
                 for v in self.shared]
 
     def masked_input(self, messages: Iterable[MaskedInput]) -> list[UnmaskRequest]:
+        """Stage 3: collect masked inputs; their senders are the clients whose input will be summed."""
         self._enter(Stage.MASKED_INPUT)
         self.masked = self._receive(messages, Stage.MASKED_INPUT, MaskedInput, self.shared)
         for u, message in self.masked.items():
@@ -107,6 +116,7 @@ class Server:
                 for v in self.masked]
 
     def unmask(self, messages: Iterable[UnmaskResponse]) -> np.ndarray:
+        """Stage 4: rebuild survivors' seeds and dropouts' mask keys; return the sum mod 2^m."""
         self._enter(Stage.UNMASK)
         responses = self._receive(messages, Stage.UNMASK, UnmaskResponse, self.masked)
         requested = {m.recipient: m for m in self.view.sent if isinstance(m, UnmaskRequest)}
