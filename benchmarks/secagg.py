@@ -31,14 +31,14 @@ SHARE = len(Share(1, 0).to_bytes())
 GCM_TAG = 16
 
 
-def median_time(function, repeats: int) -> float:
+def timings(function, repeats: int) -> list[float]:
     function()  # warm-up: first-touch memory, imports
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         function()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
 def predicted_bytes(k: int, d: int) -> dict:
@@ -56,18 +56,19 @@ def predicted_bytes(k: int, d: int) -> dict:
 def run_case(n: int, d: int, args) -> dict:
     updates = [synthetic_update(u, d) for u in range(n)]
     weights = np.random.default_rng(n).integers(100, 1000, n).tolist()  # num_examples <= max_weight
-    result = {"clients": n, "length": d}
-
-    def ours(workers, k):
-        return lambda: SecAggAggregator(threshold=THRESHOLD, num_neighbours=k, workers=workers, seed=0).aggregate(
-            updates, weights)
-
-    result["ours_s"] = median_time(ours(args.workers, NEIGHBOURS), args.repeats)
-    result["ours_1_thread_s"] = median_time(ours(1, NEIGHBOURS), args.repeats)
-    result["ours_default_k_s"] = median_time(ours(args.workers, None), args.repeats)
-    result["ours_classic_secagg_s"] = median_time(ours(args.workers, n - 1), args.repeats)
+    result = {"clients": n, "length": d, "load_average_before": os.getloadavg()}
     w = np.asarray(weights, np.float32)
-    result["plain_numpy_s"] = median_time(lambda: np.tensordot(w / w.sum(), np.stack(updates), 1), args.repeats)
+    ours = {  # label -> one aggregation round; each aggregator keeps its buffers between rounds
+        "ours_s": SecAggAggregator(threshold=THRESHOLD, num_neighbours=NEIGHBOURS, workers=1, seed=0),
+        "ours_2_threads_s": SecAggAggregator(threshold=THRESHOLD, num_neighbours=NEIGHBOURS, workers=2, seed=0),
+        "ours_default_k_s": SecAggAggregator(threshold=THRESHOLD, workers=1, seed=0),
+        "ours_classic_secagg_s": SecAggAggregator(threshold=THRESHOLD, num_neighbours=n - 1, workers=1, seed=0),
+    }
+    runs = {label: (lambda a=aggregator: a.aggregate(updates, weights)) for label, aggregator in ours.items()}
+    runs["plain_numpy_s"] = lambda: np.tensordot(w / w.sum(), np.stack(updates), 1)
+    # Half the repetitions before Flower runs and half after, so slow drifts in machine load
+    # hit both sides alike; each entry is the median of all of them.
+    samples = {label: timings(run, args.repeats) for label, run in runs.items()}
 
     mean, info = secure_mean(updates, weights, threshold=THRESHOLD, num_neighbours=NEIGHBOURS, seed=0,
                              return_view=True)
@@ -76,7 +77,7 @@ def run_case(n: int, d: int, args) -> dict:
     exact = sum(wi * u.astype(np.float64) for wi, u in zip(weights, updates)) / sum(weights)
     result["ours_max_error"] = float(np.abs(mean - exact).max())
     result["ours_error_bound"] = info.error_bound
-    del updates, mean, exact
+    del mean, exact
 
     if not args.skip_flower:
         flower_mean, times = flower_round_times(n, d, weights, rounds=args.flower_rounds, num_shares=NEIGHBOURS + 1,
@@ -88,7 +89,14 @@ def run_case(n: int, d: int, args) -> dict:
         _, times = flower_round_times(n, d, weights, rounds=args.flower_rounds, secagg=False)
         result["flower_plain_s"] = statistics.median(times[1:])
         result["flower_plain_rounds_s"] = times
+    for label, run in runs.items():
+        samples[label] += timings(run, args.repeats)
+        result[label] = statistics.median(samples[label])
+        result[label[: -len("_s")] + "_samples"] = samples[label]
+    if "flower_secagg_s" in result:
         result["speedup_vs_flower_secagg"] = result["flower_secagg_s"] / result["ours_s"]
+        result["speedup_2_threads_vs_flower_secagg"] = result["flower_secagg_s"] / result["ours_2_threads_s"]
+    result["load_average_after"] = os.getloadavg()
     return result
 
 
@@ -112,22 +120,24 @@ def provenance(args) -> dict:
         "settings": {"threshold": THRESHOLD, "num_neighbours": NEIGHBOURS, "flower_num_shares": NEIGHBOURS + 1,
                      "clip_range": 8.0, "ours_quant_bits": 16, "ours_modulus_bits": 32,
                      "flower_quantization_range": 2**22, "flower_modulus_range": 2**32,
-                     "workers": args.workers, "repeats": args.repeats, "flower_rounds": args.flower_rounds},
+                     "repeats": 2 * args.repeats, "flower_rounds": args.flower_rounds},
     }
 
 
 def print_table(results: list[dict]) -> None:
-    header = (f"{'n':>3} {'d':>9} | {'ours':>7} {'ours 1thr':>9} {'classic':>8} {'Flower+':>8} "
-              f"{'plain np':>8} {'Fl plain':>8} | {'Flower/ours':>11} {'ours/plain':>10}")
+    header = (f"{'n':>3} {'d':>9} | {'ours':>6} {'ours 2thr':>9} {'classic':>7} {'Flower+':>7} "
+              f"{'plain np':>8} {'Fl plain':>8} | {'Flower+/ours':>12} {'(2 thr)':>7} {'ours/plain np':>13}")
     print(header + "\n" + "-" * len(header))
     for r in results:
         flower = r.get("flower_secagg_s", float("nan"))
-        print(f"{r['clients']:>3} {r['length']:>9,} | {r['ours_s']:7.3f} {r['ours_1_thread_s']:9.3f} "
-              f"{r['ours_classic_secagg_s']:8.3f} {flower:8.3f} {r['plain_numpy_s']:8.3f} "
-              f"{r.get('flower_plain_s', float('nan')):8.3f} | {flower / r['ours_s']:10.1f}x "
-              f"{r['ours_s'] / r['plain_numpy_s']:9.1f}x")
-    print("seconds per round; 'ours' = SecAgg+ k=4, t=4, 2 threads; 'classic' = ours with k=n-1;"
-          " Flower+ = SecAggPlusWorkflow(num_shares=5, threshold=4)")
+        print(f"{r['clients']:>3} {r['length']:>9,} | {r['ours_s']:6.3f} {r['ours_2_threads_s']:9.3f} "
+              f"{r['ours_classic_secagg_s']:7.3f} {flower:7.3f} {r['plain_numpy_s']:8.3f} "
+              f"{r.get('flower_plain_s', float('nan')):8.3f} | {flower / r['ours_s']:11.1f}x "
+              f"{flower / r['ours_2_threads_s']:6.1f}x {r['ours_s'] / r['plain_numpy_s']:12.1f}x")
+    print("median seconds per round, float updates in, weighted mean out. ours = our SecAgg+ (k=4, t=4, "
+          "1 thread);\nclassic = ours with k=n-1; Flower+ = SecAggPlusWorkflow(num_shares=5, "
+          "reconstruction_threshold=4);\nplain np = numpy weighted mean; Fl plain = a Flower round without "
+          "SecAgg+ (its messaging floor).")
     r = results[-1]
     print(f"\nbytes per client at n={r['clients']}, d={r['length']:,} (measured / predicted O(k + d)):")
     for stage, sizes in r["bytes_per_client"].items():
@@ -140,9 +150,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1_000_000, 4_800_000])
-    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions of ours (median)")
-    parser.add_argument("--flower-rounds", type=int, default=3, help="Flower rounds; the first is not timed")
-    parser.add_argument("--workers", type=int, default=2, help="threads for ours (this machine: 2 cores)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed repetitions of ours before and again after Flower's (median of all)")
+    parser.add_argument("--flower-rounds", type=int, default=4, help="Flower rounds; the first is not timed")
     parser.add_argument("--skip-flower", action="store_true")
     parser.add_argument("--out", help="write the JSON here")
     args = parser.parse_args()
@@ -151,7 +161,8 @@ def main() -> None:
     for d in args.lengths:
         for n in args.clients:
             report["results"].append(run_case(n, d, args))
-            print(json.dumps({k: v for k, v in report["results"][-1].items() if k.endswith("_s")}), flush=True)
+            latest = report["results"][-1]
+            print(json.dumps({k: round(v, 4) for k, v in latest.items() if k.endswith("_s")}), flush=True)
     print_table(report["results"])
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
