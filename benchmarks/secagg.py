@@ -41,6 +41,16 @@ def timings(function, repeats: int) -> list[float]:
     return times
 
 
+def cpu_seconds(function, repeats: int) -> float:
+    """Median CPU time of this process: what a round costs when other jobs share the cores."""
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        function()
+        times.append(time.process_time() - start)
+    return statistics.median(times)
+
+
 def predicted_bytes(k: int, d: int) -> dict:
     """Bell et al.'s O(k + d) per client, with this implementation's constants (ids: 4 bytes)."""
     ciphertext = 4 + NONCE_BYTES + 2 * SHARE + GCM_TAG
@@ -93,6 +103,7 @@ def run_case(n: int, d: int, args) -> dict:
         samples[label] += timings(run, args.repeats)
         result[label] = statistics.median(samples[label])
         result[label[: -len("_s")] + "_samples"] = samples[label]
+    result["ours_cpu_s"] = cpu_seconds(runs["ours_s"], args.repeats)
     if "flower_secagg_s" in result:
         result["speedup_vs_flower_secagg"] = result["flower_secagg_s"] / result["ours_s"]
         result["speedup_2_threads_vs_flower_secagg"] = result["flower_secagg_s"] / result["ours_2_threads_s"]
