@@ -114,8 +114,10 @@ def run_case(n: int, d: int, args) -> dict:
 def provenance(args) -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+        commit, dirty = "unknown", None
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -125,6 +127,7 @@ def provenance(args) -> dict:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": commit,
+        "git_uncommitted_changes": dirty,
         "device": {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform()},
         "versions": {"python": platform.python_version(),
                      **{p: version(p) for p in ("numpy", "cryptography", "flwr", "ray")}},
@@ -173,7 +176,7 @@ def main() -> None:
         for n in args.clients:
             report["results"].append(run_case(n, d, args))
             latest = report["results"][-1]
-            print(json.dumps({k: round(v, 4) for k, v in latest.items() if k.endswith("_s")}), flush=True)
+            print(json.dumps({k: round(v, 4) for k, v in latest.items() if isinstance(v, float)}), flush=True)
     print_table(report["results"])
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

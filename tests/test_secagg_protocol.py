@@ -343,6 +343,11 @@ def test_modulus_too_small_for_the_clients_is_refused():
         secure_mean(updates, [1] * 5, quant_bits=30, modulus_bits=32)
 
 
+def test_unflattened_updates_are_refused():
+    with pytest.raises(ValueError, match="flatten the model first"):
+        secure_mean([np.zeros((2, 3))] * 4, [1] * 4)
+
+
 def test_one_weight_per_update_is_required():
     with pytest.raises(ValueError, match="one weight per update"):
         secure_mean([np.zeros(3)] * 4, [1, 2])

@@ -42,6 +42,14 @@ def test_quantized_values_stay_below_two_to_the_q():
     assert quantized.max() <= 63 and quantized.min() >= 0
 
 
+@pytest.mark.parametrize("quant_bits,modulus_bits", [(16, 32), (31, 64), (32, 64)])
+def test_the_range_edges_map_to_the_first_and_last_level(quant_bits, modulus_bits):
+    values = np.repeat([-8.0, 8.0], 5000)
+    quantized, clipped = quantize(values, 8.0, quant_bits, np.random.default_rng(0), modulus_bits)
+    assert clipped == 0
+    assert set(quantized[:5000].tolist()) == {0} and set(quantized[5000:].tolist()) == {2**quant_bits - 1}
+
+
 def test_weighted_mean_is_recovered_from_integer_sums():
     rng = np.random.default_rng(3)
     updates = [rng.uniform(-1, 1, 1000) for _ in range(3)]

@@ -86,9 +86,12 @@ def secure_mean(updates: Sequence[np.ndarray], weights: Sequence[float], clip_ra
     check_quantization(clip_range, quant_bits, modulus_bits)
     if len(updates) == 0 or len(updates) != len(weights):
         raise ValueError(f"need one weight per update, got {len(updates)} updates and {len(weights)} weights")
-    length = len(updates[0])
+    updates = [np.asarray(u) for u in updates]  # no copy for arrays
+    length = len(updates[0]) if updates[0].ndim == 1 else -1
     if any(np.ndim(u) != 1 or len(u) != length for u in updates):
-        raise ValueError(f"updates must be 1-D arrays of one length ({length}); flatten the model first")
+        shapes = sorted({u.shape for u in updates})
+        raise ValueError(f"updates must be 1-D arrays of one length (flatten the model first); "
+                         f"got shapes {shapes}")
     weights_int = integer_weights(weights, weight_levels(len(updates), quant_bits, modulus_bits), max_weight)
     client_rngs = np.random.default_rng(seed).spawn(len(updates) + 1)
 
@@ -112,11 +115,12 @@ def secure_mean(updates: Sequence[np.ndarray], weights: Sequence[float], clip_ra
     requested = np.asarray(weights, dtype=np.float64)[list(aggregated)]
     used = weights_int[list(aggregated)].astype(np.float64)
     weight_shift = clip_range * np.abs(used / used.sum() - requested / requested.sum()).sum()
+    output_rounding = clip_range * float(np.finfo(mean.dtype).eps)  # e.g. float32 output
     info = SecureMeanInfo(
         aggregated=aggregated, excluded=tuple(u for u in range(len(updates)) if u not in aggregated),
         integer_weights=tuple(int(w) for w in weights_int), weight_sum=weight_sum,
         step=quantization_step(clip_range, quant_bits),
-        error_bound=quantization_step(clip_range, quant_bits) + float(weight_shift),
+        error_bound=quantization_step(clip_range, quant_bits) + float(weight_shift) + output_rounding,
         clipped_fraction=sum(c for _, c in encoded) / (len(updates) * max(length, 1)),
         clip_range=clip_range, quant_bits=quant_bits, modulus_bits=modulus_bits,
         view=view if return_view else None)
