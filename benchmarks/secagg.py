@@ -1,7 +1,7 @@
 """Benchmark: per-round wall time of our SecAgg+ vs Flower's SecAgg+ vs plain aggregation, and bytes per client.
 
 Run:  python benchmarks/secagg.py --out results/benchmarks/secagg.json
-      python benchmarks/secagg.py --clients 5 --lengths 10000 --out /tmp/quick.json   # smoke run
+      python benchmarks/secagg.py --clients 5 --lengths 10000 --skip-flower   # quick smoke run
 
 Every time is float updates in -> float weighted mean out, all clients simulated on this machine.
 Flower's rounds are timed from configure_fit to aggregate_fit, after a first round that absorbs
