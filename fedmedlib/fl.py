@@ -198,7 +198,7 @@ class Federation:
                     test_accuracy=test["accuracy"])
 
 
-def _plain_aggregate(updates, weights, dropped=None):
+def _plain_aggregate(updates, weights, *, clients=None, dropped=None):
     return weighted_mean(updates, weights), {"aggregator": "plain"}
 
 
@@ -244,12 +244,14 @@ def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str 
             losses.append(loss)
         info = {}
         if updates:
-            mean, info = aggregate(updates, weights, dropped=dropped)
-            if private is not None and hasattr(private, "server_noise"):
-                mean = private.server_noise(mean, rnd, len(updates))
-            global_flat = global_flat + mean.to(global_flat.device, global_flat.dtype)
+            mean, info = aggregate(updates, weights, clients=survivors, dropped=dropped)
+            if mean is not None:  # None: the aggregation protocol aborted this round
+                if private is not None and hasattr(private, "server_noise"):
+                    mean = private.server_noise(mean, rnd, len(updates))
+                global_flat = global_flat + mean.to(global_flat.device, global_flat.dtype)
         metrics = fed.evaluate_global(global_flat)
-        record = dict(round=rnd, clients=chosen, dropped=dropped, aggregated=len(updates),
+        record = dict(round=rnd, clients=chosen, dropped=dropped,
+                      aggregated=0 if info.get("aborted") else len(updates),
                       train_loss=float(np.mean(losses)) if losses else None, **metrics,
                       seconds=time.perf_counter() - t0)
         if private is not None and hasattr(private, "spent"):

@@ -40,3 +40,10 @@ def test_run_json_reports_rounds_and_writes_the_out_file(real_data_root, tmp_pat
     assert code == 0 and [h["round"] for h in out["rounds"]] == [1, 2]
     assert out["config"]["n_clients"] == 3 and out["profile"] == "quick"
     assert json.loads(out_file.read_text())["rounds"] == out["rounds"]
+
+
+def test_run_with_secagg_aggregates_securely(real_data_root, capsys):
+    code = cli.main(["run", "--clients", "4", "--scheme", "iid", "--rounds", "1", "--width", "8", "--subset", "120",
+                     "--eval-subset", "40", "--secagg", "--threshold", "3", "--json", "--data", str(real_data_root)])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["rounds"][0]["aggregator"] == "secagg" and out["rounds"][0]["aggregated"] == 4

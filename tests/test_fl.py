@@ -110,3 +110,31 @@ def test_fedavg_round_equals_weighted_mean_of_local_models(real_data_root):
     result = fl.run_federated(exp, root=real_data_root, progress=False)
     fl.set_flat(fed.model, expected)
     assert np.isclose(result["rounds"][0]["test_loss"], fed.evaluate_global(expected)["test_loss"], rtol=1e-5)
+
+
+def test_secagg_aggregate_matches_plain_mean_within_its_error_bound(real_data_root):
+    from fedmedlib.plugs import make_plugs
+
+    exp = tiny(rounds=1, n_clients=5, aggregator="secagg", secagg_threshold=3)
+    fed = fl.Federation(exp, root=real_data_root)
+    start = fl.get_flat(fed.model).clone()
+    ups = [fed.local_update(h, start, 1)[0] for h in fed.hospitals[:4]]
+    sizes = [float(len(h.train_idx)) for h in fed.hospitals[:4]]
+    _, secagg = make_plugs(exp)
+    mean, info = secagg.aggregate(ups, sizes, clients=[0, 1, 3, 4], dropped=[2])
+    exact = fl.weighted_mean(ups, sizes)
+    assert info["aggregator"] == "secagg" and 0 < info["secagg_error_bound"] < 1e-3
+    assert (mean - exact).abs().max().item() <= info["secagg_error_bound"]
+
+
+def test_secagg_round_aborts_cleanly_when_too_few_survive(real_data_root):
+    from fedmedlib.plugs import make_plugs
+
+    exp = tiny(rounds=2, n_clients=4, aggregator="secagg", secagg_threshold=3,
+               dropout_schedule=((2, (0, 1)),))
+    private, aggregator = make_plugs(exp)
+    r = fl.run_federated(exp, root=real_data_root, progress=False, aggregator=aggregator)
+    first, second = r["rounds"]
+    assert first["aggregated"] == 4 and first["aggregator"] == "secagg"
+    assert second["aggregated"] == 0 and "aborted" in second
+    assert second["test_loss"] == first["test_loss"]
