@@ -249,8 +249,9 @@ def dp_centralized_config(profile, seed: int = 0, *, batch_size: int = DP_BATCH_
 
 
 def dp_centralized(profile, seed: int = 0, *, allow_run: bool = True, device: str = "auto",
-                   progress: bool | None = None, **dp) -> dict:
-    """Cached centralized DP-SGD run: read results/dp_centralized-<hash>.json, or train and save it."""
+                   progress: bool | None = None, save_result: bool | None = None, **dp) -> dict:
+    """Cached centralized DP-SGD run: read results/dp_centralized-<hash>.json, or train and save it
+    (the QUICK profile is not saved unless `save_result=True`: it is a live demonstration)."""
     from . import results
 
     c = dp_centralized_config(profile, seed, **dp)
@@ -258,4 +259,5 @@ def dp_centralized(profile, seed: int = 0, *, allow_run: bool = True, device: st
         model=c["model"], width=c["width"], epochs=c["epochs"], batch_size=c["batch_size"], lr=c["lr"], seed=seed,
         train_subset=c["train_subset"], eval_subset=c["eval_subset"], epsilon=c["epsilon"], delta=c["delta"],
         clip=c["clip"], accountant=c["accountant"], device=device, progress=progress)
-    return results.load_or_run("dp_centralized", c, run, allow_run=allow_run)
+    save = profile.name != "quick" if save_result is None else save_result
+    return results.load_or_run("dp_centralized", c, run, allow_run=allow_run, save_result=save)
