@@ -22,8 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 
 SUPPORTED = (nn.Conv2d, nn.Linear, nn.GroupNorm)
-# Unfold at most this many floats at once (64 MiB): caps the memory of materialised conv gradients.
-UNFOLD_BUDGET = 16 * 2 ** 20
+# Unfold at most this many floats at once (32 MiB): caps the memory of per-sample conv norms.
+UNFOLD_BUDGET = 8 * 2 ** 20
 
 
 class LayerTape:
@@ -41,7 +41,9 @@ class LayerTape:
 
     def _keep(self, module, inputs, output):
         if self.recording:
-            self.records[module] = (inputs[0].detach(), output)
+            if module in self.records:
+                raise ValueError(f"{module} ran twice in one forward pass: use backend='opacus'")
+            self.records[module] = (inputs[0].detach(), output, inputs[0].requires_grad)
 
     def close(self) -> None:
         for h in self._handles:
@@ -49,9 +51,8 @@ class LayerTape:
         self._handles, self.records = [], {}
 
 
-def _conv_strategy(m: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> str:
+def _conv_strategy(m: nn.Conv2d, t: int) -> str:
     d = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-    t = g.shape[2] * g.shape[3]
     return "ghost" if t * t * (d + m.out_channels) < t * d * m.out_channels else "materialise"
 
 
@@ -68,31 +69,29 @@ def _patches(a: torch.Tensor, m: nn.Conv2d) -> torch.Tensor:
 
 
 def _conv_terms(m: nn.Conv2d, a, g4, strategy: str):
-    """(per-sample squared norms, weight- and bias-gradient makers given clip factors c) of one conv layer."""
+    """Per-sample squared gradient norms of one conv layer, and a maker of its clipped weight/bias sums."""
     b, p = g4.shape[0], g4.shape[1]
     g = g4.reshape(b, p, -1)
     d, t = m.in_channels * m.kernel_size[0] * m.kernel_size[1], g.shape[2]
-    chunk = max(1, UNFOLD_BUDGET // (d * t))
-    norms, per_sample = [], []
+    strategy = _conv_strategy(m, t) if strategy == "auto" else strategy
+    chunk, norms = max(1, UNFOLD_BUDGET // (d * t)), []
     for s in range(0, b, chunk):
-        u = _patches(a[s:s + chunk], m)  # (chunk, D, T)
-        gs = g[s:s + chunk]
-        if strategy == "ghost":
+        u, gs = _patches(a[s:s + chunk], m), g[s:s + chunk]  # (chunk, D, T), (chunk, p, T)
+        if strategy == "ghost":  # ‖Σ_t g_t a_tᵀ‖² = Σ_{t,s} (a_t·a_s)(g_t·g_s): no p×D matrix per sample
             norms.append((torch.bmm(u.transpose(1, 2), u) * torch.bmm(gs.transpose(1, 2), gs)).sum((1, 2)))
-        else:
-            per_sample.append(torch.bmm(gs, u.transpose(1, 2)))  # (chunk, p, D)
-            norms.append(per_sample[-1].pow(2).sum((1, 2)))
+        else:  # the per-sample gradient itself, one chunk at a time, only its norm kept
+            norms.append(torch.bmm(gs, u.transpose(1, 2)).pow(2).sum((1, 2)))
     sq = torch.cat(norms)
-    if m.bias is not None:
-        sq = sq + g.sum(2).pow(2).sum(1)
+    gb = g.sum(2) if m.bias is not None else None
+    if gb is not None:
+        sq = sq + gb.pow(2).sum(1)
 
-    def weight_grad(c):
-        if strategy == "ghost":  # one weight-gradient convolution of the reweighted output gradient
-            return torch.nn.grad.conv2d_weight(a, m.weight.shape, g4 * c[:, None, None, None], m.stride,
-                                               m.padding, m.dilation, m.groups)
-        return torch.einsum("b,bpd->pd", c, torch.cat(per_sample)).reshape(m.weight.shape)
+    def sums(c):  # one weight-gradient convolution of the reweighted output gradient (book-keeping)
+        w = torch.nn.grad.conv2d_weight(a, m.weight.shape, g4 * c[:, None, None, None], m.stride, m.padding,
+                                        m.dilation, m.groups)
+        return [(m.weight, w)] + ([(m.bias, (gb * c[:, None]).sum(0))] if gb is not None else [])
 
-    return sq, weight_grad, (lambda c: (g.sum(2) * c[:, None]).sum(0)) if m.bias is not None else None
+    return sq, sums
 
 
 def _linear_terms(m: nn.Linear, a, g):
@@ -104,16 +103,25 @@ def _linear_terms(m: nn.Linear, a, g):
     gb = g.sum(1)
     if m.bias is not None:
         sq = sq + gb.pow(2).sum(1)
-    weight = lambda c: torch.einsum("btp,btd->pd", g * c[:, None, None], a)  # noqa: E731
-    return sq, weight, (lambda c: (gb * c[:, None]).sum(0)) if m.bias is not None else None
+
+    def sums(c):
+        w = torch.einsum("btp,btd->pd", g * c[:, None, None], a)
+        return [(m.weight, w)] + ([(m.bias, (gb * c[:, None]).sum(0))] if m.bias is not None else [])
+
+    return sq, sums
 
 
 def _group_norm_terms(m: nn.GroupNorm, a, g):
     x_hat = F.group_norm(a, m.num_groups, eps=m.eps)
-    gw = (g * x_hat).flatten(2).sum(2)  # (B, C)
-    gb = g.flatten(2).sum(2)
+    gw, gb = (g * x_hat).flatten(2).sum(2), g.flatten(2).sum(2)  # (B, C) each: the big g is freed now
     sq = gw.pow(2).sum(1) + gb.pow(2).sum(1)
-    return sq, (lambda c: (gw * c[:, None]).sum(0)), (lambda c: (gb * c[:, None]).sum(0))
+    return sq, lambda c: [(m.weight, (gw * c[:, None]).sum(0)), (m.bias, (gb * c[:, None]).sum(0))]
+
+
+def _terms(m, a, g, strategy):
+    if isinstance(m, nn.Conv2d):
+        return _conv_terms(m, a, g, strategy)
+    return _linear_terms(m, a, g) if isinstance(m, nn.Linear) else _group_norm_terms(m, a, g)
 
 
 def clipped_gradient_sum(model: nn.Module, tape: LayerTape, x: torch.Tensor, y: torch.Tensor, clip: float,
@@ -121,35 +129,24 @@ def clipped_gradient_sum(model: nn.Module, tape: LayerTape, x: torch.Tensor, y: 
     """(Σ_i min(1, C/(‖∇ℓ_i‖+1e-6))·∇ℓ_i per parameter, per-sample norms, mean loss) for one batch.
 
     `strategy`: 'auto' (cheaper per conv layer), 'ghost' or 'materialise' (for tests). Cross-entropy.
+    Each layer's output gradient is reduced by a tensor hook the moment backward produces it, so only
+    conv output gradients (needed for the weighted sum) outlive the backward pass.
     """
     tape.recording, tape.records = True, {}
     try:
         losses = F.cross_entropy(model(x), y, reduction="none")
     finally:
         tape.recording = False
-    layers = [m for m in tape.layers if m in tape.records]
-    outputs = [tape.records[m][1] for m in layers]
-    grads = torch.autograd.grad(losses.sum(), outputs)
-    sq = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-    makers = []
-    for m, g in zip(layers, grads):
-        a = tape.records[m][0]
-        if isinstance(m, nn.Conv2d):
-            terms = _conv_terms(m, a, g, _conv_strategy(m, a, g) if strategy == "auto" else strategy)
-        elif isinstance(m, nn.Linear):
-            terms = _linear_terms(m, a, g)
-        else:
-            terms = _group_norm_terms(m, a, g)
-        sq = sq + terms[0]
-        makers.append((m, terms[1], terms[2]))
+    terms, roots = [], []
+    for m, (a, out, input_needs_grad) in tape.records.items():
+        out.register_hook(lambda g, m=m, a=a: terms.append(_terms(m, a, g, strategy)))
+        if not input_needs_grad:
+            roots.append(out)  # every other layer lies between the loss and a root: its hook fires too
     tape.records = {}
-    norms = sq.sqrt()
+    torch.autograd.grad(losses.sum(), roots)  # no parameter gradients: the hooks collect what we need
+    norms = torch.stack([sq for sq, _ in terms]).sum(0).sqrt()
     c = (clip / (norms + 1e-6)).clamp(max=1.0)  # Opacus' flat-clipping formula, to the last epsilon
-    sums = {}
-    for m, weight_grad, bias_grad in makers:
-        sums[m.weight] = weight_grad(c).reshape(m.weight.shape)
-        if bias_grad is not None:
-            sums[m.bias] = bias_grad(c).reshape(m.bias.shape)
+    sums = {p: v.reshape(p.shape) for _, maker in terms for p, v in maker(c)}
     return sums, norms.detach(), float(losses.detach().mean()) if len(losses) else 0.0
 
 
