@@ -91,33 +91,37 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--modes", nargs="+", default=list(MODES))
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per cell (default: by width)")
     parser.add_argument("--out", default="results/benchmarks/dp_overhead.json")
     parser.add_argument("--cell", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
         print(json.dumps(run_cell(int(args.cell[0]), args.cell[1], int(args.cell[2]), int(args.cell[3]))))
         return
-    from fedmedlib.provenance import provenance
-
     rows, load_before = [], os.getloadavg()
     print(f"{'width':>5} {'mode':<17} {'img/s':>8} {'plain img/s':>11} {'DP/plain':>8} {'peak MB':>8} {'plain MB':>8}")
     for width in args.widths:
         for mode in args.modes:
-            plain = _spawn(width, "plain", args.batch, STEPS.get(width, 3))
-            dp = _spawn(width, mode, args.batch, STEPS.get(width, 3))
+            steps = args.steps or STEPS.get(width, 3)
+            plain, dp = _spawn(width, "plain", args.batch, steps), _spawn(width, mode, args.batch, steps)
             dp.update(plain_images_per_s=plain["images_per_s"], plain_peak_rss_delta_mb=plain["peak_rss_delta_mb"],
                       ratio=dp["images_per_s"] / plain["images_per_s"],
                       memory_ratio=dp["peak_rss_delta_mb"] / max(plain["peak_rss_delta_mb"], 1.0))
             rows.append(dp)
             print(f"{width:>5} {mode:<17} {dp['images_per_s']:8.1f} {plain['images_per_s']:11.1f} {dp['ratio']:8.3f} "
                   f"{dp['peak_rss_delta_mb']:8.0f} {plain['peak_rss_delta_mb']:8.0f}", flush=True)
+            _write(args, rows, load_before)  # after every cell: an interrupted run keeps what it measured
+
+
+def _write(args, rows, load_before) -> None:
+    from fedmedlib.provenance import provenance
+
     result = dict(benchmark="dp_overhead", batch=args.batch, clip=7.0, noise_multiplier=1.0, rows=rows,
                   memory_measure="peak RSS (ru_maxrss) minus RSS before the first step, one fresh process per cell",
                   load_average_before=load_before, load_average_after=os.getloadavg(),
                   command=" ".join(["python", "benchmarks/dp_overhead.py", *sys.argv[1:]]), provenance=provenance("cpu"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
