@@ -1,7 +1,8 @@
 """Throughput and peak memory of plain vs DP-SGD training of DPResNet: Opacus' grad-sample modes and fedmedlib's fast path.
 
 Each (width, mode) cell runs in a fresh process: a warm-up step, then timed Adam steps on a fixed random batch
-(DP: per-sample clipping to C = 7, noise multiplier 1). Peak memory = the process's peak RSS (ru_maxrss) minus
+(DP: per-sample clipping to C = 7, noise multiplier 1), timed by wall clock and by this process's CPU time
+(images per CPU-second: steadier than wall time when other jobs share the cores). Peak memory = the process's peak RSS (ru_maxrss) minus
 its RSS just before the first step. A plain cell is re-measured before every DP cell and the ratio uses that
 neighbour, so a machine shared with other jobs distorts ratios less than absolute numbers. Usage:
     python benchmarks/dp_overhead.py [--widths 16 32 64] [--batch 64] [--out results/benchmarks/dp_overhead.json]
@@ -71,12 +72,13 @@ def run_cell(width: int, mode: str, batch: int, steps: int) -> dict:
             dp_opt.step()
     before = _rss_mb()
     step(*batches[0])  # warm-up: allocator, hooks, lazy kernels
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for xb, yb in batches[1:]:
         step(xb, yb)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return dict(width=width, mode=mode, batch=batch, steps=steps, images_per_s=batch * steps / seconds,
+                images_per_cpu_s=batch * steps / cpu_seconds,
                 peak_rss_delta_mb=peak - before, n_parameters=sum(p.numel() for p in net.parameters()))
 
 
@@ -106,6 +108,7 @@ def main() -> None:
             plain, dp = _spawn(width, "plain", args.batch, steps), _spawn(width, mode, args.batch, steps)
             dp.update(plain_images_per_s=plain["images_per_s"], plain_peak_rss_delta_mb=plain["peak_rss_delta_mb"],
                       ratio=dp["images_per_s"] / plain["images_per_s"],
+                      cpu_ratio=dp["images_per_cpu_s"] / plain["images_per_cpu_s"],
                       memory_ratio=dp["peak_rss_delta_mb"] / max(plain["peak_rss_delta_mb"], 1.0))
             rows.append(dp)
             print(f"{width:>5} {mode:<17} {dp['images_per_s']:8.1f} {plain['images_per_s']:11.1f} {dp['ratio']:8.3f} "
