@@ -23,8 +23,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	# medmnist without its dependencies: they pull torchvision and with it a CUDA build of torch.
-	$(PY) -m pip install -q --no-deps medmnist==3.0.2
+	# Without their dependencies: medmnist's pull torchvision and with it a CUDA build of torch;
+	# dp-accounting's (the tests' independent accountant) pull dm-tree, unused, and downgrade attrs.
+	$(PY) -m pip install -q --no-deps medmnist==3.0.2 dp-accounting==0.6.0 absl-py==2.5.1
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -240,7 +240,8 @@ def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str 
             if private is not None and hasattr(private, "privatize_update"):
                 update = private.privatize_update(update, cid, rnd)
             updates.append(update)
-            weights.append(float(len(fed.hospitals[cid].train_idx)))
+            n_examples = float(len(fed.hospitals[cid].train_idx))
+            weights.append(private.weight(cid, n_examples) if hasattr(private, "weight") else n_examples)
             losses.append(loss)
         info = {}
         if updates:
@@ -252,7 +253,8 @@ def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str 
         metrics = fed.evaluate_global(global_flat)
         record = dict(round=rnd, clients=chosen, dropped=dropped,
                       aggregated=0 if info.get("aborted") else len(updates),
-                      train_loss=float(np.mean(losses)) if losses else None, **metrics,
+                      train_loss=float(np.mean(reported)) if (reported := [x for x in losses if x is not None])
+                      else None, **metrics,
                       seconds=time.perf_counter() - t0)
         if private is not None and hasattr(private, "spent"):
             record["epsilon"] = private.spent()

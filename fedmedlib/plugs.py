@@ -41,14 +41,135 @@ class EngineSecAgg:
         return torch.from_numpy(np.asarray(mean, dtype=np.float32)).to(updates[0].device), summary
 
 
+def _generator(seed_parts, device) -> torch.Generator:
+    seed = int(np.random.default_rng(list(seed_parts)).integers(2**62))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class RecordLevelPlug:
+    """'As claimed': each hospital runs DP-SGD whose noise covers all its rounds × local epochs at (ε, δ)."""
+
+    def __init__(self, exp):
+        from .privacy import PrivacyLedger
+
+        self.exp, self.ledger, self.hospitals, self._pending = exp, PrivacyLedger(delta=exp.delta), {}, {}
+
+    def local_train(self, model, x, y, cid, rnd, generator) -> float | None:
+        from .dpsgd import RecordLevelDP
+
+        exp = self.exp
+        if cid not in self.hospitals:
+            self.hospitals[cid] = RecordLevelDP(
+                len(x), rounds=exp.rounds, local_epochs=exp.local_epochs, epsilon=exp.epsilon, delta=exp.delta,
+                clip=exp.clip, batch_size=min(exp.batch_size, len(x)), model=exp.model, width=exp.width, lr=exp.lr,
+                seed=exp.seed * 100_003 + cid, hospital=cid, ledger=self.ledger, device=x.device)
+            if cid in self._pending:  # resuming: restore the spent budget and the noise stream
+                saved, dp = self._pending.pop(cid), self.hospitals[cid]
+                dp.steps_done, dp.accountant.history = saved["steps"], list(saved["history"])
+                dp.generator.set_state(saved["generator"])
+        model.load_state_dict(self.hospitals[cid].train_round(model.state_dict(), x, y))
+        return None  # DP-SGD's noisy loss is not reported
+
+    def spent(self) -> float:
+        """The largest ε any hospital has spent so far (each has its own budget)."""
+        return max((h.epsilon_spent for h in self.hospitals.values()), default=0.0)
+
+    def state_dict(self) -> dict:
+        return {cid: dict(steps=h.steps_done, history=list(h.accountant.history),
+                          generator=h.generator.get_state()) for cid, h in self.hospitals.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending = dict(state)  # applied when each hospital's DP object is first built on resume
+
+
+class UpdateLevelPlug:
+    """'As coded': clip each whole update to C, add N(0, σ²) with σ from the classic formula, sensitivity 1.
+
+    With `drop_noise` it reproduces Flower < 1.14 (BUG REPRODUCTION: noise computed, never applied).
+    """
+
+    def __init__(self, exp):
+        from .privacy import gaussian_sigma
+
+        self.exp, self.sigma, self.rounds_done = exp, gaussian_sigma(exp.epsilon, exp.delta, 1.0), 0
+
+    def privatize_update(self, update, cid, rnd):
+        from .mechanisms import update_ldp
+
+        self.rounds_done = max(self.rounds_done, rnd)
+        released, _ = update_ldp(update, clip=self.exp.clip, sigma=self.sigma, drop_noise=self.exp.drop_noise,
+                                 generator=_generator((self.exp.seed, rnd, cid, 7), update.device))
+        return released
+
+    def spent(self) -> float:
+        """The ε really spent so far: sensitivity is the clip norm, so z = σ / C, composed over rounds."""
+        from .privacy import gaussian_epsilon
+
+        return float("inf") if self.exp.drop_noise else gaussian_epsilon(self.sigma / self.exp.clip,
+                                                                         self.exp.delta, self.rounds_done)
+
+
+class ClientLevelPlug:
+    """DP-FedAvg (McMahan et al. 2018): clip each update to S, uniform weights, noise z·S on the sum.
+
+    'central': the server adds it. 'distributed': each selected client adds z·S/√n before (secure)
+    aggregation; when only m < n survive, their shares sum to z·S·√(m/n) and the server tops up the rest
+    (std z·S·√(1 − m/n)) — which trusts the server with that part; the history records how much.
+    """
+
+    def __init__(self, exp):
+        from .privacy import noise_multiplier
+
+        self.exp = exp
+        self.per_round = max(1, int(round(exp.fraction_fit * exp.n_clients)))
+        self.sample_rate = self.per_round / exp.n_clients
+        self.z = exp.noise_multiplier if exp.noise_multiplier is not None else noise_multiplier(
+            exp.epsilon, exp.delta, self.sample_rate, exp.rounds)
+        self.rounds_done = 0
+
+    def weight(self, cid, n_examples) -> float:
+        return 1.0  # example weights would make one hospital's sensitivity depend on its size
+
+    def privatize_update(self, update, cid, rnd):
+        from .mechanisms import add_gaussian, clip_update
+
+        clipped, _ = clip_update(update, self.exp.clip)
+        if self.exp.noise_placement == "distributed":
+            std = self.z * self.exp.clip / np.sqrt(self.per_round)
+            clipped = add_gaussian(clipped, std, _generator((self.exp.seed, rnd, cid, 11), update.device))
+        return clipped
+
+    def server_noise(self, mean, rnd, survivors):
+        from .mechanisms import add_gaussian
+
+        self.rounds_done = max(self.rounds_done, rnd)
+        total = (self.z * self.exp.clip) ** 2
+        present = total * survivors / self.per_round if self.exp.noise_placement == "distributed" else 0.0
+        std_on_sum = float(np.sqrt(max(total - present, 0.0)))
+        if std_on_sum == 0.0:
+            return mean
+        return add_gaussian(mean, std_on_sum / survivors, _generator((self.exp.seed, rnd, 13), mean.device))
+
+    def spent(self) -> float:
+        from .privacy import epsilon
+
+        return 0.0 if self.rounds_done == 0 else epsilon(self.z, self.exp.delta, self.sample_rate, self.rounds_done)
+
+
+def make_private(exp):
+    """The DP plug for `exp.dp`: record-level DP-SGD, update-level LDP as coded, or client-level DP-FedAvg."""
+    if exp.dp == "dpsgd" and exp.model != "dpresnet":
+        raise ValueError(f"dp='dpsgd' needs per-sample gradients, which {exp.model} (BatchNorm) cannot give: "
+                         "use model='dpresnet'")
+    if exp.noise_placement not in ("central", "distributed"):
+        raise ValueError(f"noise_placement must be 'central' or 'distributed', got {exp.noise_placement!r}")
+    return {"dpsgd": RecordLevelPlug, "update_ldp": UpdateLevelPlug, "client_level": ClientLevelPlug}[exp.dp](exp)
+
+
 def make_plugs(exp):
     """(private, aggregator) for `fl.run_federated`; None means no DP / aggregation in the clear."""
     private = None
     if exp.dp != "none":
-        try:
-            from .privacy import make_private
-        except ImportError as err:
-            raise ValueError(f"dp={exp.dp!r} needs fedmedlib.privacy, which this installation lacks") from err
         private = make_private(exp)
     aggregator = None
     if exp.aggregator == "secagg":

@@ -294,3 +294,12 @@ def explore(epsilons, *, deltas=(PAPER_DELTA,), rounds=(PAPER_ROUNDS,), clients=
                         client_level_noise_multiplier=z_client,
                         client_level_noise_to_signal=z_client * math.sqrt(n_parameters) / n))
     return rows
+
+
+def explain_epsilon(epsilon: float = PAPER_EPSILON, delta: float = PAPER_DELTA, rounds: int = PAPER_ROUNDS) -> str:
+    """One line for the ε slider: the as-coded σ, its noise-to-signal and the ε it really spends; printed too."""
+    row = explore([epsilon], deltas=(delta,), rounds=(rounds,), clients=(10,))[0]
+    line = (f"σ = {row['sigma']:.3f}   noise/signal = {row['noise_to_signal']:.0f}   real ε per round = "
+            f"{row['real_epsilon_per_round']:.1f}   over {rounds} rounds = {row['real_epsilon_composed']:.0f}")
+    print(line)
+    return line

@@ -47,3 +47,10 @@ def test_run_with_secagg_aggregates_securely(real_data_root, capsys):
                      "--eval-subset", "40", "--secagg", "--threshold", "3", "--json", "--data", str(real_data_root)])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["rounds"][0]["aggregator"] == "secagg" and out["rounds"][0]["aggregated"] == 4
+
+
+def test_run_with_record_level_dp_reports_the_epsilon_spent(real_data_root, capsys):
+    code = cli.main(["run", "--clients", "3", "--scheme", "iid", "--rounds", "1", "--width", "8", "--subset", "150",
+                     "--eval-subset", "60", "--dp", "dpsgd", "--epsilon", "6", "--json", "--data", str(real_data_root)])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and abs(out["rounds"][0]["epsilon"] - 6.0) < 0.12 and out["config"]["dp"] == "dpsgd"

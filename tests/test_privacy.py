@@ -165,3 +165,9 @@ def test_docstring_examples_print_their_pinned_output(module):
 
     result = doctest.testmod(importlib.import_module(f"fedmedlib.{module}"))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_explain_epsilon_reports_the_as_coded_numbers(capsys):
+    line = privacy.explain_epsilon(6.0, 1.9e-4, 50)
+    assert line.startswith("σ = 0.699") and "over 50 rounds = 2759" in line
+    assert capsys.readouterr().out.strip() == line

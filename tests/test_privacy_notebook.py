@@ -10,11 +10,6 @@ def _cells():
     return json.loads(NOTEBOOK.read_text())["cells"]
 
 
-def test_chapter_has_no_outputs_or_execution_counts():
-    code = [c for c in _cells() if c["cell_type"] == "code"]
-    assert code and all(not c["outputs"] and c["execution_count"] is None for c in code)
-
-
 def test_code_cells_are_short_and_define_no_library_code():
     for cell in (c for c in _cells() if c["cell_type"] == "code"):
         source = "".join(cell["source"])
