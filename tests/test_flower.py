@@ -1,6 +1,7 @@
 """The Flower path against the in-process engine: same seeds, same hospitals, same global model."""
 
 import os
+import time
 import tomllib
 from importlib import import_module
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, RecordDict
 from flwr.clientapp.mod import LocalDpMod
 
 from fedmedlib import fl, plugs
@@ -85,7 +86,11 @@ def train_message(exp, start, rnd, root):
     content = RecordDict({wire.ARRAYS: ArrayRecord({wire.FLAT: Array(start)}),
                           wire.CONFIG: ConfigRecord({wire.ROUND: rnd, wire.EXPERIMENT: wire.experiment_to_json(exp),
                                                      wire.DATA_ROOT: str(root)})})
-    return Message(content, dst_node_id=1, message_type=MessageType.TRAIN)
+    # Explicit metadata: Message(content, dst_node_id=...) reads the run id of a running ServerApp, which a test
+    # that calls the ClientApp directly (no simulation before it) does not have.
+    metadata = Metadata(run_id=1, message_id=f"m{rnd}", src_node_id=0, dst_node_id=1, reply_to_message_id="",
+                        group_id=str(rnd), created_at=time.time(), ttl=3600.0, message_type=MessageType.TRAIN)
+    return Message(content, metadata=metadata)
 
 
 def hospital_context(partition_id=0):
