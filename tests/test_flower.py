@@ -82,6 +82,16 @@ def client_level(real_data_root, tmp_path_factory):
     return ref, ref_flat, history, flat
 
 
+@pytest.fixture(scope="module")
+def secure_client_level(real_data_root, tmp_path_factory):
+    """Distributed DP noise under Flower's SecAgg+, one round: uniform weights (num_examples 1, max_weight 1)."""
+    exp = tiny(dp="client_level", noise_placement="distributed", clip=0.5, rounds=1)
+    ref, ref_flat = in_process(exp, real_data_root, tmp_path_factory.mktemp("secure_dp"), plugs.make_private(exp))
+    history, flat = run_flower_simulation(exp, secagg=True, num_shares=3, threshold=2, root=real_data_root,
+                                          return_model=True)
+    return ref, ref_flat, history, flat
+
+
 def train_message(exp, start, rnd, root):
     content = RecordDict({wire.ARRAYS: ArrayRecord({wire.FLAT: Array(start)}),
                           wire.CONFIG: ConfigRecord({wire.ROUND: rnd, wire.EXPERIMENT: wire.experiment_to_json(exp),
@@ -176,6 +186,17 @@ def test_flower_dp_gives_the_in_process_global_model_and_epsilon(mode, request):
     assert [h["test_loss"] for h in history["rounds"]] == pytest.approx([h["test_loss"] for h in ref["rounds"]],
                                                                        abs=1e-5)
     assert history["rounds"][-1]["epsilon"] == pytest.approx(6.0, rel=0.02)  # the whole budget, spent by the end
+
+
+def test_client_level_noise_shares_under_secagg_plus_are_within_its_quantization_tolerance(secure_client_level):
+    """Not bit-equal: SecAgg+ quantizes each noised update (stochastic rounding), as for the plain mean above."""
+    ref, ref_flat, history, flat = secure_client_level
+    record = history["rounds"][0]
+    diff = (flat - ref_flat).abs().max().item()
+    print(f"client_level + SecAgg+: max |flower - in-process| after 1 round: {diff:.3e}, bound {record['tolerance']:.3e}")
+    assert record["aggregator"] == "flower-secagg+" and record["max_weight"] == 1.0
+    assert 0 < diff <= record["tolerance"] * 1.001 + 1e-7 * ref_flat.abs().max().item()
+    assert record["epsilon"] == ref["rounds"][0]["epsilon"]
 
 
 def test_client_level_round_with_a_dropout_aggregates_the_survivors(client_level):
