@@ -180,7 +180,8 @@ def test_flower_dp_gives_the_in_process_global_model_and_epsilon(mode, request):
     """Same seed, same plug objects, released updates on the wire: bit-equal models and the same ε per round."""
     ref, ref_flat, history, flat = request.getfixturevalue(mode)
     diff = (flat - ref_flat).abs().max().item()
-    print(f"{mode}: max |flower - in-process| after 2 rounds: {diff:.3e}; epsilon {[h['epsilon'] for h in history['rounds']]}")
+    epsilons = [h["epsilon"] for h in history["rounds"]]
+    print(f"{mode}: max |flower - in-process| after 2 rounds: {diff:.3e}; epsilon {epsilons}")
     assert diff <= 1e-5
     assert [h["epsilon"] for h in history["rounds"]] == [h["epsilon"] for h in ref["rounds"]]
     assert [h["test_loss"] for h in history["rounds"]] == pytest.approx([h["test_loss"] for h in ref["rounds"]],
@@ -193,7 +194,8 @@ def test_client_level_noise_shares_under_secagg_plus_are_within_its_quantization
     ref, ref_flat, history, flat = secure_client_level
     record = history["rounds"][0]
     diff = (flat - ref_flat).abs().max().item()
-    print(f"client_level + SecAgg+: max |flower - in-process| after 1 round: {diff:.3e}, bound {record['tolerance']:.3e}")
+    print(f"client_level + SecAgg+: max |flower - in-process| after 1 round: {diff:.3e}, "
+          f"bound {record['tolerance']:.3e}")
     assert record["aggregator"] == "flower-secagg+" and record["max_weight"] == 1.0
     assert 0 < diff <= record["tolerance"] * 1.001 + 1e-7 * ref_flat.abs().max().item()
     assert record["epsilon"] == ref["rounds"][0]["epsilon"]
