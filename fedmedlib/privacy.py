@@ -12,6 +12,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -132,6 +133,7 @@ def epsilon(noise_multiplier: float, delta: float, sample_rate: float, steps: in
     return _history_epsilon([(float(noise_multiplier), float(sample_rate), steps)], delta, accountant)
 
 
+@functools.lru_cache(maxsize=256)  # pure, and ≈ 10 s of PRV bisection on 2 cores: each process pays it once
 def noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, steps: int,
                      accountant: str = "prv", tolerance: float = 0.01) -> float:
     """The smallest noise multiplier z (noise std / clip) whose `steps` steps spend at most `target_epsilon`.

@@ -1,6 +1,7 @@
 """The Flower path against the in-process engine: same seeds, same hospitals, same global model."""
 
 import os
+import time
 import tomllib
 from importlib import import_module
 from pathlib import Path
@@ -8,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, RecordDict
 from flwr.clientapp.mod import LocalDpMod
 
-from fedmedlib import fl
-from fedmedlib.flower import SecAggSettings, check_secagg, make_client_app, run_flower_simulation, wire
+from fedmedlib import fl, plugs
+from fedmedlib.flower import SecAggSettings, check_secagg, dp_mod_for, make_client_app, run_flower_simulation, wire
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ def flower_home(tmp_path_factory):
     os.environ.pop("FLWR_HOME") if old is None else os.environ.__setitem__("FLWR_HOME", old)
 
 
-def in_process(exp, root, tmp_path):
+def in_process(exp, root, tmp_path, private=None):
     """fl.run_federated's history and final global model, on one thread like a Ray client (num_cpus=1).
 
     Different thread counts sum convolutions in a different order: the models then differ by ~1e-6 after
@@ -40,7 +41,7 @@ def in_process(exp, root, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        history = fl.run_federated(exp, root=root, checkpoint=tmp_path / "ck.pt", progress=False)
+        history = fl.run_federated(exp, root=root, checkpoint=tmp_path / "ck.pt", progress=False, private=private)
     finally:
         torch.set_num_threads(threads)
     return history, torch.load(tmp_path / "ck.pt", weights_only=False)["global_flat"]
@@ -62,6 +63,49 @@ def secure(real_data_root, tmp_path_factory):
     history, flat = run_flower_simulation(exp, secagg=True, num_shares=3, threshold=2, root=real_data_root,
                                           return_model=True)
     return ref, ref_flat, history, flat
+
+
+@pytest.fixture(scope="module")
+def dpsgd(real_data_root, tmp_path_factory):
+    exp = tiny(dp="dpsgd")
+    ref, ref_flat = in_process(exp, real_data_root, tmp_path_factory.mktemp("dpsgd"), plugs.make_private(exp))
+    history, flat = run_flower_simulation(exp, root=real_data_root, return_model=True)
+    return ref, ref_flat, history, flat
+
+
+@pytest.fixture(scope="module")
+def client_level(real_data_root, tmp_path_factory):
+    """Distributed noise shares; hospital 1 drops out of round 2, so the server tops up its missing share."""
+    exp = tiny(dp="client_level", noise_placement="distributed", clip=0.5, dropout_schedule=((2, (1,)),))
+    ref, ref_flat = in_process(exp, real_data_root, tmp_path_factory.mktemp("client"), plugs.make_private(exp))
+    history, flat = run_flower_simulation(exp, root=real_data_root, return_model=True)
+    return ref, ref_flat, history, flat
+
+
+@pytest.fixture(scope="module")
+def secure_client_level(real_data_root, tmp_path_factory):
+    """Distributed DP noise under Flower's SecAgg+, one round: uniform weights (num_examples 1, max_weight 1)."""
+    exp = tiny(dp="client_level", noise_placement="distributed", clip=0.5, rounds=1)
+    ref, ref_flat = in_process(exp, real_data_root, tmp_path_factory.mktemp("secure_dp"), plugs.make_private(exp))
+    history, flat = run_flower_simulation(exp, secagg=True, num_shares=3, threshold=2, root=real_data_root,
+                                          return_model=True)
+    return ref, ref_flat, history, flat
+
+
+def train_message(exp, start, rnd, root):
+    content = RecordDict({wire.ARRAYS: ArrayRecord({wire.FLAT: Array(start)}),
+                          wire.CONFIG: ConfigRecord({wire.ROUND: rnd, wire.EXPERIMENT: wire.experiment_to_json(exp),
+                                                     wire.DATA_ROOT: str(root)})})
+    # Explicit metadata: Message(content, dst_node_id=...) reads the run id of a running ServerApp, which a test
+    # that calls the ClientApp directly (no simulation before it) does not have.
+    metadata = Metadata(run_id=1, message_id=f"m{rnd}", src_node_id=0, dst_node_id=1, reply_to_message_id="",
+                        group_id=str(rnd), created_at=time.time(), ttl=3600.0, message_type=MessageType.TRAIN)
+    return Message(content, metadata=metadata)
+
+
+def hospital_context(partition_id=0):
+    return Context(run_id=1, node_id=1, node_config={"partition-id": partition_id, "num-partitions": 3},
+                   state=RecordDict(), run_config={})
 
 
 def test_flower_fedavg_gives_the_in_process_global_model(plain):
@@ -117,13 +161,7 @@ def test_dp_mod_inside_the_client_app_clips_the_update(real_data_root):
     exp = tiny()
     start = fl.get_flat(fl.Federation(exp, root=real_data_root).model).numpy()
     app = make_client_app(dp_mod=LocalDpMod(clipping_norm=0.01, sensitivity=0.0, epsilon=1.0, delta=1e-5))
-    content = RecordDict({wire.ARRAYS: ArrayRecord({wire.FLAT: Array(start)}),
-                          wire.CONFIG: ConfigRecord({wire.ROUND: 1, wire.EXPERIMENT: wire.experiment_to_json(exp),
-                                                     wire.DATA_ROOT: str(real_data_root)})})
-    msg = Message(content, dst_node_id=1, message_type=MessageType.TRAIN)
-    context = Context(run_id=1, node_id=1, node_config={"partition-id": 0, "num-partitions": 3}, state=RecordDict(),
-                      run_config={})
-    reply = app(msg, context)
+    reply = app(train_message(exp, start, 1, real_data_root), hospital_context())
     new = reply.content[wire.ARRAYS][wire.FLAT].numpy()
     assert reply.content[wire.METRICS][wire.NUM_EXAMPLES] > 0
     assert np.linalg.norm(new - start) == pytest.approx(0.01, rel=1e-3)  # a real update, clipped to 0.01
@@ -135,3 +173,77 @@ def test_pyproject_declares_the_flower_apps():
         module, attr = ref.split(":")
         assert hasattr(import_module(module), attr)
     assert wire.experiment_from_run_config(tool["app"]["config"]).n_clients >= 2
+
+
+@pytest.mark.parametrize("mode", ["dpsgd", "client_level"])
+def test_flower_dp_gives_the_in_process_global_model_and_epsilon(mode, request):
+    """Same seed, same plug objects, released updates on the wire: bit-equal models and the same ε per round."""
+    ref, ref_flat, history, flat = request.getfixturevalue(mode)
+    diff = (flat - ref_flat).abs().max().item()
+    epsilons = [h["epsilon"] for h in history["rounds"]]
+    print(f"{mode}: max |flower - in-process| after 2 rounds: {diff:.3e}; epsilon {epsilons}")
+    assert diff <= 1e-5
+    assert [h["epsilon"] for h in history["rounds"]] == [h["epsilon"] for h in ref["rounds"]]
+    assert [h["test_loss"] for h in history["rounds"]] == pytest.approx([h["test_loss"] for h in ref["rounds"]],
+                                                                       abs=1e-5)
+    assert history["rounds"][-1]["epsilon"] == pytest.approx(6.0, rel=0.02)  # the whole budget, spent by the end
+
+
+def test_client_level_noise_shares_under_secagg_plus_are_within_its_quantization_tolerance(secure_client_level):
+    """Not bit-equal: SecAgg+ quantizes each noised update (stochastic rounding), as for the plain mean above."""
+    ref, ref_flat, history, flat = secure_client_level
+    record = history["rounds"][0]
+    diff = (flat - ref_flat).abs().max().item()
+    print(f"client_level + SecAgg+: max |flower - in-process| after 1 round: {diff:.3e}, "
+          f"bound {record['tolerance']:.3e}")
+    assert record["aggregator"] == "flower-secagg+" and record["max_weight"] == 1.0
+    assert 0 < diff <= record["tolerance"] * 1.001 + 1e-7 * ref_flat.abs().max().item()
+    assert record["epsilon"] == ref["rounds"][0]["epsilon"]
+
+
+def test_client_level_round_with_a_dropout_aggregates_the_survivors(client_level):
+    ref, _, history, _ = client_level
+    assert [h["aggregated"] for h in history["rounds"]] == [h["aggregated"] for h in ref["rounds"]] == [3, 2]
+
+
+def test_dpsgd_budget_survives_in_context_state_across_fresh_client_apps(real_data_root):
+    """A deployed ClientApp is rebuilt per message: the accountant, steps and noise stream live in Context.state."""
+    exp = tiny(dp="dpsgd")
+    start = fl.get_flat(fl.Federation(exp, root=real_data_root).model).numpy()
+    context, epsilons = hospital_context(partition_id=2), []
+    for rnd in (1, 2):
+        reply = make_client_app()(train_message(exp, start, rnd, real_data_root), context)
+        epsilons.append(reply.content[wire.METRICS][wire.EPSILON])
+    saved = context.state.config_records[wire.DP_STATE]
+    private = plugs.make_private(exp)
+    fed = fl.Federation(exp, root=real_data_root, private=private)
+    for rnd in (1, 2):
+        fed.local_update(fed.hospitals[2], torch.from_numpy(start), rnd)
+    assert epsilons[0] < epsilons[1] == pytest.approx(6.0, rel=0.02)  # the second round adds to the first
+    assert int(saved["steps"]) == private.state_dict()[2]["steps"]
+    assert epsilons[1] == private.spent()
+
+
+def test_update_ldp_drop_noise_runs_through_the_plug_and_spends_infinite_epsilon(real_data_root):
+    """BUG REPRODUCTION (Flower < 1.14): clipped to C, no noise; Flower 1.42's own LocalDpMod cannot do this."""
+    exp = tiny(dp="update_ldp", drop_noise=True, clip=0.01)
+    start = fl.get_flat(fl.Federation(exp, root=real_data_root).model).numpy()
+    reply = make_client_app()(train_message(exp, start, 1, real_data_root), hospital_context())
+    update = reply.content[wire.ARRAYS][wire.UPDATE].numpy()
+    assert np.linalg.norm(update) == pytest.approx(0.01, rel=1e-4)
+    assert reply.content[wire.METRICS][wire.EPSILON] == float("inf")
+    with pytest.raises(ValueError, match="without a dp_mod"):
+        dp_mod_for(exp)
+
+
+def test_a_flower_dp_mod_on_top_of_a_dp_mode_is_refused(real_data_root):
+    exp = tiny(dp="update_ldp")
+    start = fl.get_flat(fl.Federation(exp, root=real_data_root).model).numpy()
+    app = make_client_app(dp_mod=dp_mod_for(exp))
+    with pytest.raises(ValueError, match="privatized twice. Use make_client_app\\(\\) without dp_mod"):
+        app(train_message(exp, start, 1, real_data_root), hospital_context())
+
+
+def test_dpsgd_on_a_batchnorm_model_is_refused_before_ray_starts():
+    with pytest.raises(ValueError, match="use model='dpresnet'"):
+        run_flower_simulation(tiny(dp="dpsgd", model="resnet9"))

@@ -6,6 +6,11 @@ same central evaluation (`Federation.evaluate_global`) — and returns a history
 SecAgg+ rounds go through `SecAggPlusWorkflow`, which still speaks Flower's legacy strategy interface; a
 small strategy hands it our sampled clients and keeps the securely aggregated mean.
 
+Under a DP mode the server holds the server half of the same `fedmedlib.plugs` object the in-process engine
+uses: its `weight` (client-level: uniform), its `server_noise` (client-level: central noise or the top-up for
+missing distributed shares) and its accountant. Clients send released updates and, where they account
+themselves (DP-SGD, update-level LDP), the ε spent so far; the history's `epsilon` is the in-process value.
+
 References:
     McMahan et al., AISTATS 2017 (FedAvg); Bell et al., CCS 2020 (SecAgg+); Flower 1.42 `flwr.serverapp`,
     `flwr.server.workflow.SecAggPlusWorkflow`.
@@ -31,6 +36,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from .. import fl
 from ..models import count_parameters
+from ..plugs import make_private
 from ..provenance import provenance
 from . import wire
 
@@ -81,15 +87,16 @@ class _Chosen(FedAvg):
 
     def __init__(self, instructions):
         super().__init__(fraction_evaluate=0.0)
-        self.instructions, self.mean, self.failures, self.losses = instructions, None, [], []
+        self.instructions, self.mean, self.failures, self.losses, self.epsilons = instructions, None, [], [], []
 
     def configure_fit(self, server_round, parameters, client_manager):
         return self.instructions
 
     def aggregate_fit(self, server_round, results, failures):
         self.failures = failures
-        ordered = sorted((r.metrics[wire.PARTITION], r.metrics[wire.TRAIN_LOSS]) for _, r in results)
+        ordered = sorted((r.metrics[wire.PARTITION], r.metrics.get(wire.TRAIN_LOSS)) for _, r in results)
         self.losses = [loss for _, loss in ordered]
+        self.epsilons = [r.metrics[wire.EPSILON] for _, r in results if wire.EPSILON in r.metrics]
         if results:  # SecAgg+ wrote the same securely aggregated weighted mean into every result
             self.mean = parameters_to_ndarrays(results[0][1].parameters)[0]
         return None, {}
@@ -119,22 +126,31 @@ def partition_map(grid: Grid, exp: fl.Experiment, timeout: float | None = 120.0)
     return found
 
 
-def _plain_round(grid, exp, nodes, cids, global_np, rnd, root):
+def _weight(private, cid: int, n_examples: float) -> float:
+    """The aggregation weight of `fl.run_federated`: the plug's where it has one, else training images."""
+    return private.weight(cid, n_examples) if hasattr(private, "weight") else n_examples
+
+
+def _plain_round(grid, exp, nodes, cids, global_np, rnd, root, private):
     content = lambda: RecordDict({wire.ARRAYS: ArrayRecord({wire.FLAT: Array(global_np)}),  # noqa: E731
                                   wire.CONFIG: ConfigRecord(_config(exp, rnd, root))})
     messages = [Message(content(), dst_node_id=nodes[c], message_type=MessageType.TRAIN, group_id=str(rnd))
                 for c in cids]
-    replies = {}
+    replies, epsilons, start = {}, [], torch.from_numpy(global_np)
     for reply in grid.send_and_receive(messages):
         if reply.has_error():
             raise RuntimeError(f"round {rnd}: SuperNode {reply.metadata.src_node_id} failed: {reply.error}")
-        metrics = reply.content[wire.METRICS]
-        replies[int(metrics[wire.PARTITION])] = (reply.content[wire.ARRAYS][wire.FLAT].numpy(),
-                                                 float(metrics[wire.NUM_EXAMPLES]), float(metrics[wire.TRAIN_LOSS]))
+        metrics, arrays = reply.content[wire.METRICS], reply.content[wire.ARRAYS]
+        # a DP client sends its released update; a plain one its new weights (the update is new - start)
+        update = (torch.from_numpy(arrays[wire.UPDATE].numpy()) if wire.UPDATE in arrays
+                  else torch.from_numpy(arrays[wire.FLAT].numpy()) - start)
+        cid = int(metrics[wire.PARTITION])
+        replies[cid] = (update, _weight(private, cid, float(metrics[wire.NUM_EXAMPLES])), metrics.get(wire.TRAIN_LOSS))
+        if wire.EPSILON in metrics:
+            epsilons.append(float(metrics[wire.EPSILON]))
     ordered = [replies[c] for c in sorted(replies)]  # the in-process engine's order: by hospital id
-    start = torch.from_numpy(global_np)
-    mean = fl.weighted_mean([torch.from_numpy(new) - start for new, _, _ in ordered], [w for _, w, _ in ordered])
-    return mean, [loss for _, _, loss in ordered], {"aggregator": "flower-plain"}
+    mean = fl.weighted_mean([u for u, _, _ in ordered], [w for _, w, _ in ordered])
+    return mean, [loss for _, _, loss in ordered], {"aggregator": "flower-plain"}, epsilons
 
 
 def _secagg_round(grid, context, exp, nodes, cids, global_np, rnd, root, settings, max_weight):
@@ -149,9 +165,19 @@ def _secagg_round(grid, context, exp, nodes, cids, global_np, rnd, root, setting
                        timeout=settings.timeout)(grid, legacy)
     if strategy.mean is None:
         raise RuntimeError(f"round {rnd}: SecAgg+ halted (too few clients or shares); failures: {strategy.failures}")
-    mean = torch.from_numpy(strategy.mean.astype(np.float32)) - torch.from_numpy(global_np)
+    mean = torch.from_numpy(strategy.mean.astype(np.float32))
+    if exp.dp == "none":  # plain clients mask their weights; DP clients their released updates
+        mean = mean - torch.from_numpy(global_np)
     return mean, strategy.losses, {"aggregator": "flower-secagg+", "num_shares": settings.num_shares,
-                            "threshold": settings.threshold, "max_weight": float(max_weight)}
+                                   "threshold": settings.threshold, "max_weight": float(max_weight)}, strategy.epsilons
+
+
+def _epsilon(private, reported: list[float]) -> float:
+    """ε spent so far, as `private.spent()` in process: the server's accountant where the noise is the server's
+    (client-level DP), else the largest ε any hospital has reported (each accounts its own budget)."""
+    if hasattr(private, "server_noise"):
+        return private.spent()
+    return max(reported, default=0.0)
 
 
 def run_server(grid: Grid, context: Context, exp: fl.Experiment, *, secagg: SecAggSettings | None = None,
@@ -160,12 +186,13 @@ def run_server(grid: Grid, context: Context, exp: fl.Experiment, *, secagg: SecA
     started = time.perf_counter()
     if secagg is not None:
         check_secagg(exp, secagg)
+    private = make_private(exp) if exp.dp != "none" else None  # the server half: weight, server_noise, spent
     fed = fl.Federation(exp, device="cpu", root=root)  # the server's copy: sampling, initial model, evaluation
     nodes = partition_map(grid, exp)
-    sizes = [float(len(h.train_idx)) for h in fed.hospitals]
+    sizes = [_weight(private, h.cid, float(len(h.train_idx))) for h in fed.hospitals]
     max_weight = (secagg.max_weight or max(sizes)) if secagg else None
     global_flat = fl.get_flat(fed.model).clone()
-    history, best = [], None
+    history, best, reported = [], None, []
     for rnd in range(1, exp.rounds + 1):
         t0 = time.perf_counter()
         chosen, dropped = fed.sample(rnd)
@@ -173,16 +200,23 @@ def run_server(grid: Grid, context: Context, exp: fl.Experiment, *, secagg: SecA
         global_np, info, losses = wire.flat_to_numpy(global_flat), {}, []
         if survivors:
             if secagg is None:
-                mean, losses, info = _plain_round(grid, exp, nodes, survivors, global_np, rnd, root)
+                mean, losses, info, epsilons = _plain_round(grid, exp, nodes, survivors, global_np, rnd, root,
+                                                            private)
             else:
-                mean, losses, info = _secagg_round(grid, context, exp, nodes, survivors, global_np, rnd, root,
-                                                      secagg, max_weight)
+                mean, losses, info, epsilons = _secagg_round(grid, context, exp, nodes, survivors, global_np, rnd,
+                                                             root, secagg, max_weight)
                 info["tolerance"] = secagg_tolerance(secagg, [sizes[c] for c in survivors], max_weight)
+            if hasattr(private, "server_noise"):
+                mean = private.server_noise(mean, rnd, len(survivors))
+            reported += epsilons
             global_flat = global_flat + mean.to(global_flat.dtype)
         metrics = fed.evaluate_global(global_flat)
+        losses = [x for x in losses if x is not None]
         record = dict(round=rnd, clients=chosen, dropped=dropped, aggregated=len(survivors),
                       train_loss=float(np.mean(losses)) if losses else None, **metrics,
                       seconds=time.perf_counter() - t0, **info)
+        if private is not None:
+            record["epsilon"] = _epsilon(private, reported)
         history.append(record)
         if best is None or metrics["val_accuracy"] > best["val_accuracy"]:
             best = record

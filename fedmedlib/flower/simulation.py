@@ -10,16 +10,24 @@ import os
 import warnings
 
 from .. import fl
+from ..plugs import make_private
 from .client_app import make_client_app
 from .server_app import SecAggSettings, check_secagg, make_server_app
 
 
 def dp_mod_for(exp: fl.Experiment):
-    """Flower's own local-DP mod for `dp='update_ldp'` (the authors' setting), else None."""
+    """Flower's own `LocalDpMod` with the authors' `dp='update_ldp'` settings, for a hand-built ClientApp.
+
+    `run_flower_simulation` does not need it: every dp mode runs there through fedmedlib's plug (same noise
+    stream as the in-process engine). Put the mod on a `dp='none'` experiment's app, never on top of a plug.
+    """
     if exp.dp == "none":
         return None
-    if exp.dp != "update_ldp":
-        raise ValueError(f"the Flower path supports dp='none' or 'update_ldp' (Flower's LocalDpMod), got {exp.dp!r}")
+    if exp.dp != "update_ldp" or exp.drop_noise:
+        raise ValueError(f"Flower's LocalDpMod only does dp='update_ldp' without drop_noise (Flower 1.42 applies "
+                         f"its noise), got dp={exp.dp!r}, drop_noise={exp.drop_noise}: run this experiment with "
+                         "run_flower_simulation(exp) or make_client_app() without a dp_mod, which use fedmedlib's "
+                         "DP plug for every mode")
     from flwr.clientapp.mod import LocalDpMod
 
     # sensitivity 1 as in the authors' code (unrelated to the clip, see chapter 5); noise = sqrt(2 ln(1.25/δ))/ε
@@ -33,8 +41,10 @@ def run_flower_simulation(exp: fl.Experiment, *, secagg: bool | None = None, num
 
     `secagg=None` follows `exp.aggregator`; `num_shares` defaults to `exp.secagg_neighbours` or, when that
     is unset, to every client of a round (bumped to odd when needed); `threshold` to `exp.secagg_threshold`.
-    Bad SecAgg+ settings raise ValueError here, before Ray starts. With `return_model=True` returns
-    (history, final global flat vector).
+    `exp.dp` (dpsgd, update_ldp incl. drop_noise, client_level central or distributed) runs through the
+    same `fedmedlib.plugs` object as `fl.run_federated`, split between the ClientApp and the ServerApp; each
+    round of the history records `epsilon`. Bad SecAgg+ or DP settings raise ValueError here, before Ray
+    starts. With `return_model=True` returns (history, final global flat vector).
 
     Example (a few seconds plus Ray's ≈ 10 s start)::
 
@@ -43,6 +53,8 @@ def run_flower_simulation(exp: fl.Experiment, *, secagg: bool | None = None, num
         history["rounds"][-1]["aggregator"]   # 'flower-plain'
     """
     secagg = exp.aggregator == "secagg" if secagg is None else secagg
+    if exp.dp != "none":
+        make_private(exp)  # a DP setting the plugs refuse is refused here, not inside a Ray worker
     settings = None
     if secagg:
         k = max(1, int(round(exp.fraction_fit * exp.n_clients)))
@@ -52,7 +64,7 @@ def run_flower_simulation(exp: fl.Experiment, *, secagg: bool | None = None, num
         check_secagg(exp, settings)
     result: dict = {}
     server = make_server_app(exp, secagg=settings, root=root, result=result)
-    client = make_client_app(dp_mod=dp_mod_for(exp))
+    client = make_client_app()  # the DP plug (if any) runs inside its train handler
     from flwr.simulation import run_simulation
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")

@@ -16,12 +16,13 @@ import numpy as np
 
 from ..fl import Experiment
 
-ARRAYS = "arrays"  # ArrayRecord with one entry FLAT: the global (server -> client) or new (client -> server) model
-FLAT = "flat"
+ARRAYS = "arrays"  # ArrayRecord, one entry: FLAT, the global (server -> client) or new (client -> server) model,
+FLAT, UPDATE = "flat", "update"  # or, under a DP mode, UPDATE: the released update (new - global, clipped/noised)
 CONFIG = "config"  # ConfigRecord: round, experiment JSON, optional data root (simulation only)
-METRICS = "metrics"  # MetricRecord: num-examples, train-loss, partition-id
+METRICS = "metrics"  # MetricRecord: num-examples, train-loss, partition-id; epsilon where the client accounts
 ROUND, EXPERIMENT, DATA_ROOT = "server-round", "experiment", "data-root"
-NUM_EXAMPLES, TRAIN_LOSS, PARTITION = "num-examples", "train-loss", "partition-id"
+NUM_EXAMPLES, TRAIN_LOSS, PARTITION, EPSILON = "num-examples", "train-loss", "partition-id", "epsilon"
+DP_STATE = "fedmed-dp-state"  # ConfigRecord in the ClientApp's Context.state: DP-SGD's budget across rounds
 
 # Run-config keys (pyproject [tool.flwr.app.config]) that configure Flower itself, not the Experiment.
 FLOWER_KEYS = ("secagg", "num-shares", "threshold", "max-weight", "data-root")
