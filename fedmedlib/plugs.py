@@ -105,6 +105,8 @@ class UpdateLevelPlug:
         """The ε really spent so far: sensitivity is the clip norm, so z = σ / C, composed over rounds."""
         from .privacy import gaussian_epsilon
 
+        if self.rounds_done == 0:
+            return 0.0
         return float("inf") if self.exp.drop_noise else gaussian_epsilon(self.sigma / self.exp.clip,
                                                                          self.exp.delta, self.rounds_done)
 

@@ -15,6 +15,7 @@ def tiny(**kw):
 
 def test_update_ldp_plug_really_adds_the_as_coded_noise():
     plug = plugs.make_private(tiny(dp="update_ldp"))
+    assert plug.spent() == 0.0  # nothing released yet
     update = torch.full((200_000,), 1e-3)  # norm 0.45 < clip 7: clipping leaves it unchanged
     released = plug.privatize_update(update, cid=0, rnd=1)
     assert math.isclose(float((released - update).std()), gaussian_sigma(6.0, 1.9e-4), rel_tol=0.01)
