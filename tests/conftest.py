@@ -44,3 +44,25 @@ def trust_fake(monkeypatch):
         monkeypatch.setattr(data, "info", lambda: fake)
 
     return patched
+
+
+@pytest.fixture
+def interrupted_run(monkeypatch):
+    """Run an experiment with a checkpoint, killed (KeyboardInterrupt) while evaluating round 2."""
+    from fedmedlib import fl
+
+    def run(exp, root, checkpoint, **kw):
+        original, calls = fl.Federation.evaluate_global, {"n": 0}
+
+        def crash_in_round_2(self, flat):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            return original(self, flat)
+
+        monkeypatch.setattr(fl.Federation, "evaluate_global", crash_in_round_2)
+        with pytest.raises(KeyboardInterrupt):
+            fl.run_federated(exp, root=root, checkpoint=checkpoint, progress=False, **kw)
+        monkeypatch.setattr(fl.Federation, "evaluate_global", original)
+
+    return run

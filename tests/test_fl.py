@@ -74,22 +74,10 @@ def test_a_round_where_everyone_drops_leaves_the_model_unchanged(real_data_root)
     assert second["test_accuracy"] == first["test_accuracy"] and second["val_loss"] == first["val_loss"]
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(real_data_root, tmp_path, monkeypatch):
+def test_resume_after_interruption_equals_an_uninterrupted_run(real_data_root, tmp_path, interrupted_run):
     exp = tiny(rounds=3)
     full = fl.run_federated(exp, root=real_data_root, progress=False)
-    calls = {"n": 0}
-    original = fl.Federation.evaluate_global
-
-    def crash_in_round_2(self, flat):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self, flat)
-
-    monkeypatch.setattr(fl.Federation, "evaluate_global", crash_in_round_2)
-    with pytest.raises(KeyboardInterrupt):
-        fl.run_federated(exp, root=real_data_root, checkpoint=tmp_path / "ck.pt", progress=False)
-    monkeypatch.setattr(fl.Federation, "evaluate_global", original)
+    interrupted_run(exp, real_data_root, tmp_path / "ck.pt")
     resumed = fl.run_federated(exp, root=real_data_root, checkpoint=tmp_path / "ck.pt", progress=False)
     assert [h["test_loss"] for h in resumed["rounds"]] == [h["test_loss"] for h in full["rounds"]]
 

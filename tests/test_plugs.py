@@ -66,22 +66,10 @@ def test_every_hospital_spends_exactly_the_target_epsilon_by_the_last_round(real
     assert math.isclose(r["rounds"][-1]["epsilon"], 6.0, rel_tol=0.02)
 
 
-def test_dpsgd_resume_restores_budget_and_noise_stream(real_data_root, tmp_path, monkeypatch):
+def test_dpsgd_resume_restores_budget_and_noise_stream(real_data_root, tmp_path, interrupted_run):
     exp = tiny(dp="dpsgd")
     full = fl.run_federated(exp, root=real_data_root, progress=False, private=plugs.make_private(exp))
-    original, calls = fl.Federation.evaluate_global, {"n": 0}
-
-    def crash_in_round_2(self, flat):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self, flat)
-
-    monkeypatch.setattr(fl.Federation, "evaluate_global", crash_in_round_2)
-    with pytest.raises(KeyboardInterrupt):
-        fl.run_federated(exp, root=real_data_root, checkpoint=tmp_path / "ck.pt", progress=False,
-                         private=plugs.make_private(exp))
-    monkeypatch.setattr(fl.Federation, "evaluate_global", original)
+    interrupted_run(exp, real_data_root, tmp_path / "ck.pt", private=plugs.make_private(exp))
     resumed = fl.run_federated(exp, root=real_data_root, checkpoint=tmp_path / "ck.pt", progress=False,
                                private=plugs.make_private(exp))
     assert [h["test_loss"] for h in resumed["rounds"]] == [h["test_loss"] for h in full["rounds"]]
