@@ -21,7 +21,7 @@ from torch import nn
 from . import privacy
 from .models import build_model, count_parameters
 from .provenance import provenance
-from .train import evaluate, load_split_tensors, resolve_device, _progress_enabled
+from .train import load_split_tensors, resolve_device, select_epochs
 
 OPACUS_MODES = ("hooks", "ew", "functorch", "ghost")
 BACKENDS = ("fast", "opacus")
@@ -206,19 +206,14 @@ def train_dp_centralized(*, model: str = "dpresnet", width: int = 16, epochs: in
                        grad_sample_mode=grad_sample_mode, seed=seed, device=dev)
     net = dp.build()
     session = dp.session(net, torch.optim.Adam(net.parameters(), lr=lr), x_train, y_train)
-    history, best = [], None
-    from tqdm.auto import tqdm
 
-    for epoch in tqdm(range(1, epochs + 1), desc=f"DP {model} w{width}", disable=not _progress_enabled(progress)):
-        t0 = time.perf_counter()
+    def dp_epoch() -> float:
         dp._spend(1)
-        train_loss = session.epoch()
-        val, test = evaluate(net, x_val, y_val), evaluate(net, x_test, y_test)
-        history.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val["loss"], val_accuracy=val["accuracy"],
-                            test_loss=test["loss"], test_accuracy=test["accuracy"], epsilon=dp.epsilon_spent,
-                            seconds=time.perf_counter() - t0))
-        if best is None or val["accuracy"] > best["val_accuracy"]:
-            best = history[-1]
+        return session.epoch()
+
+    history, summary = select_epochs(net, dp_epoch, x_val, y_val, x_test, y_test, epochs=epochs,
+                                     desc=f"DP {model} w{width}", progress=progress,
+                                     extra=lambda: dict(epsilon=dp.epsilon_spent))
     session.close()
     config = dict(model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr, optimizer="adam",
                   train_subset=train_subset, eval_subset=eval_subset, epsilon=epsilon, delta=delta, clip=clip,
@@ -227,9 +222,7 @@ def train_dp_centralized(*, model: str = "dpresnet", width: int = 16, epochs: in
     return dict(kind="dp_centralized", config=config, seed=seed, n_train=len(y_train), n_val=len(y_val),
                 n_test=len(y_test), n_parameters=count_parameters(net), history=history,
                 noise_multiplier=dp.noise_multiplier, clip=clip, sample_rate=dp.sample_rate, steps=dp.steps_done,
-                epsilon_spent=dp.epsilon_spent, delta=delta, best_epoch=best["epoch"],
-                val_accuracy_best=best["val_accuracy"], test_accuracy_at_best_val=best["test_accuracy"],
-                test_accuracy_last=history[-1]["test_accuracy"], wall_time_s=time.perf_counter() - started,
+                epsilon_spent=dp.epsilon_spent, delta=delta, **summary, wall_time_s=time.perf_counter() - started,
                 provenance=provenance(dev))
 
 

@@ -79,6 +79,33 @@ def load_split_tensors(split: str, subset: int | None, subset_seed: int, device,
     return _data.to_tensors(images[keep], labels[keep], device)
 
 
+def select_epochs(net: nn.Module, train_one_epoch, x_val, y_val, x_test, y_test, *, epochs: int, desc: str,
+                  progress: bool | None = None, extra=None, on_best=None) -> tuple[list[dict], dict]:
+    """Run `train_one_epoch()` `epochs` times, scoring val and test after each; pick the best-val epoch.
+
+    `extra()` adds fields to each epoch's record (e.g. ε spent); `on_best()` runs when an epoch becomes the
+    best (e.g. to keep its weights). Test accuracy only reports: it never chooses the epoch.
+    Returns (history, summary) with summary = best epoch, its val and test accuracy, last-epoch test accuracy.
+    """
+    from tqdm.auto import tqdm
+
+    history, best = [], None
+    for epoch in tqdm(range(1, epochs + 1), desc=desc, disable=not _progress_enabled(progress)):
+        t0 = time.perf_counter()
+        train_loss = train_one_epoch()
+        val, test = evaluate(net, x_val, y_val), evaluate(net, x_test, y_test)
+        history.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val["loss"],
+                            val_accuracy=val["accuracy"], test_loss=test["loss"], test_accuracy=test["accuracy"],
+                            **(extra() if extra else {}), seconds=time.perf_counter() - t0))
+        if best is None or val["accuracy"] > best["val_accuracy"]:
+            best = history[-1]
+            if on_best:
+                on_best()
+    summary = dict(best_epoch=best["epoch"], val_accuracy_best=best["val_accuracy"],
+                   test_accuracy_at_best_val=best["test_accuracy"], test_accuracy_last=history[-1]["test_accuracy"])
+    return history, summary
+
+
 def train_centralized(*, model: str = "dpresnet", width: int = 16, epochs: int = 2, batch_size: int = 32,
                       lr: float = 1e-3, seed: int = 0, train_subset: int | None = None,
                       eval_subset: int | None = None, device: str = "auto", root=None,
@@ -107,25 +134,18 @@ def train_centralized(*, model: str = "dpresnet", width: int = 16, epochs: int =
     net = build_model(model, width=width).to(dev)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    history, best, best_state = [], None, None
-    from tqdm.auto import tqdm
+    best_state = {}
 
-    for epoch in tqdm(range(1, epochs + 1), desc=f"{model} w{width}", disable=not _progress_enabled(progress)):
-        t0 = time.perf_counter()
-        train_loss = train_epoch(net, optimizer, x_train, y_train, batch_size=batch_size, generator=generator)
-        val, test = evaluate(net, x_val, y_val), evaluate(net, x_test, y_test)
-        history.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val["loss"],
-                            val_accuracy=val["accuracy"], test_loss=test["loss"],
-                            test_accuracy=test["accuracy"], seconds=time.perf_counter() - t0))
-        if best is None or val["accuracy"] > best["val_accuracy"]:
-            best = history[-1]
-            best_state = copy.deepcopy(net.state_dict()) if return_model else None
+    def keep_best():
+        if return_model:
+            best_state.update(copy.deepcopy(net.state_dict()))
 
+    history, summary = select_epochs(
+        net, lambda: train_epoch(net, optimizer, x_train, y_train, batch_size=batch_size, generator=generator),
+        x_val, y_val, x_test, y_test, epochs=epochs, desc=f"{model} w{width}", progress=progress, on_best=keep_best)
     result = dict(
         kind="centralized", config=config, seed=seed, n_train=len(y_train), n_val=len(y_val),
-        n_test=len(y_test), n_parameters=count_parameters(net), history=history,
-        best_epoch=best["epoch"], val_accuracy_best=best["val_accuracy"],
-        test_accuracy_at_best_val=best["test_accuracy"], test_accuracy_last=history[-1]["test_accuracy"],
+        n_test=len(y_test), n_parameters=count_parameters(net), history=history, **summary,
         wall_time_s=time.perf_counter() - started, provenance=provenance(dev),
     )
     if return_model:
