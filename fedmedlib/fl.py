@@ -190,6 +190,19 @@ class Federation:
         dropped = [c for c in chosen if c in scheduled or rng.random() < self.exp.dropout_prob]
         return chosen, dropped
 
+    def summary(self, history: list[dict], best: dict, started: float, **extra) -> dict:
+        """The JSON result of a run: every round, the test accuracy at the best-validation round, provenance."""
+        exp = self.exp
+        return dict(
+            kind="federated", **extra, config=exp.to_dict(), experiment_hash=exp.hash(), seed=exp.seed,
+            n_parameters=count_parameters(self.model),
+            hospital_sizes=[len(h.train_idx) + len(h.val_idx) for h in self.hospitals],
+            rounds=history, best_round=best["round"], val_accuracy_best=best["val_accuracy"],
+            test_accuracy_at_best_val=best["test_accuracy"], test_accuracy_last=history[-1]["test_accuracy"],
+            seconds_per_round=float(np.mean([h["seconds"] for h in history])),
+            wall_time_s=time.perf_counter() - started, provenance=provenance(self.device),
+        )
+
     def evaluate_global(self, flat: torch.Tensor) -> dict:
         set_flat(self.model, flat)
         val = evaluate(self.model, self.x[self.val_idx], self.y[self.val_idx])
@@ -271,17 +284,7 @@ def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str 
             torch.save(payload, ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
 
-    history = state["history"]
-    best = state["best"]
-    return dict(
-        kind="federated", config=exp.to_dict(), experiment_hash=exp.hash(), seed=exp.seed,
-        n_parameters=count_parameters(fed.model), hospital_sizes=[len(h.train_idx) + len(h.val_idx)
-                                                                 for h in fed.hospitals],
-        rounds=history, best_round=best["round"], val_accuracy_best=best["val_accuracy"],
-        test_accuracy_at_best_val=best["test_accuracy"], test_accuracy_last=history[-1]["test_accuracy"],
-        seconds_per_round=float(np.mean([h["seconds"] for h in history])),
-        wall_time_s=time.perf_counter() - started, provenance=provenance(fed.device),
-    )
+    return fed.summary(state["history"], state["best"], started)
 
 
 def federated(exp: Experiment, *, profile: str, allow_run: bool = True, device="auto", root=None,

@@ -35,9 +35,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.serverapp import Grid, ServerApp
 
 from .. import fl
-from ..models import count_parameters
 from ..plugs import make_private
-from ..provenance import provenance
 from . import wire
 
 
@@ -220,15 +218,7 @@ def run_server(grid: Grid, context: Context, exp: fl.Experiment, *, secagg: SecA
         history.append(record)
         if best is None or metrics["val_accuracy"] > best["val_accuracy"]:
             best = record
-    history_dict = dict(
-        kind="federated", engine="flower", config=exp.to_dict(), experiment_hash=exp.hash(), seed=exp.seed,
-        n_parameters=count_parameters(fed.model), hospital_sizes=[len(h.train_idx) + len(h.val_idx)
-                                                                 for h in fed.hospitals],
-        rounds=history, best_round=best["round"], val_accuracy_best=best["val_accuracy"],
-        test_accuracy_at_best_val=best["test_accuracy"], test_accuracy_last=history[-1]["test_accuracy"],
-        seconds_per_round=float(np.mean([h["seconds"] for h in history])),
-        wall_time_s=time.perf_counter() - started, provenance=provenance("cpu"),
-    )
+    history_dict = fed.summary(history, best, started, engine="flower")
     return history_dict, global_flat
 
 
