@@ -1,48 +1,48 @@
-"""Run the missing cells of a profile's federated grid, one JSON per finished cell (resumable).
+"""Run the missing cells of a profile's reproduction grid, one JSON per finished cell (resumable).
 
 Usage:
-    python scripts/run_grid.py --profile cpu [--device cuda] [--hospitals 10] [--schemes paper dirichlet]
-                               [--dp none dpsgd update_ldp client_level] [--secagg]
+    python scripts/run_grid.py --profile cpu [--device cuda] [--parts table sweep rq3] [--hospitals 10 20]
+                               [--schemes paper dirichlet] [--columns dp-sa- as_claimed] [--seeds 0 1 2]
+                               [--list]
+
+Cells already in results/ are skipped; an interrupted cell resumes from results/_checkpoints.
 """
 
 import argparse
 import time
 
+from fedmedlib import grid
 from fedmedlib.config import get_profile
-from fedmedlib.fl import Experiment, federated
+from fedmedlib.fl import federated
 from fedmedlib.results import result_path
-
-
-def cells(profile, hospitals, schemes, seeds, dps=("none",), secagg=False):
-    for seed in seeds:
-        for n in hospitals:
-            for scheme in schemes:
-                for dp in dps:
-                    yield Experiment.from_profile(profile, n_clients=n, scheme=scheme, seed=seed, dp=dp,
-                                                  aggregator="secagg" if secagg else "plain")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--parts", nargs="+", default=["table"], choices=["table", "sweep", "rq3"])
     parser.add_argument("--hospitals", type=int, nargs="+", default=None)
-    parser.add_argument("--schemes", nargs="+", default=["paper", "dirichlet"])
+    parser.add_argument("--schemes", nargs="+", default=list(grid.SPLITS), choices=list(grid.SPLITS))
+    parser.add_argument("--columns", nargs="+", default=None, choices=list(grid.COLUMN))
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--dp", nargs="+", default=["none"], choices=["none", "dpsgd", "update_ldp", "client_level"])
-    parser.add_argument("--secagg", action="store_true", help="aggregate with fedmedlib.secagg's SecAgg+")
     parser.add_argument("--checkpoint-dir", default="results/_checkpoints")
+    parser.add_argument("--list", action="store_true", help="only list the cells and whether each is done")
     args = parser.parse_args()
     profile = get_profile(args.profile)
-    for exp in cells(profile, args.hospitals or profile.hospitals, args.schemes, args.seeds or profile.seeds,
-                     args.dp, args.secagg):
+    todo = list(grid.cells(profile, parts=args.parts, hospitals=args.hospitals, schemes=args.schemes,
+                           seeds=args.seeds, columns=args.columns))
+    for part, exp in todo:
+        path = result_path("federated", dict(exp.to_dict(), profile=profile.name))
+        name = (f"{part:5s} {exp.n_clients:2d} hospitals {exp.scheme:9s} {exp.model:8s} dp {exp.dp:12s}"
+                f"{' drop_noise' if exp.drop_noise else ''} eps {exp.epsilon:g} {exp.aggregator:6s} seed {exp.seed}")
+        if args.list:
+            print(f"{'done' if path.is_file() else 'todo'}  {name}  {path.name}")
+            continue
         t0 = time.time()
         r = federated(exp, profile=profile.name, device=args.device, progress=False,
                       checkpoint_dir=args.checkpoint_dir)
-        path = result_path("federated", dict(exp.to_dict(), profile=profile.name))
-        print(f"{exp.n_clients:2d} hospitals {exp.scheme:10s} dp {exp.dp:12s} {exp.aggregator:6s} seed {exp.seed}: "
-              f"test@best-val "
-              f"{r['test_accuracy_at_best_val']:.4f} (round {r['best_round']}), "
+        print(f"{name}: test@best-val {r['test_accuracy_at_best_val']:.4f} (round {r['best_round']}), "
               f"{r['seconds_per_round']:.1f} s/round, {time.time() - t0:.0f} s -> {path.name}", flush=True)
 
 
