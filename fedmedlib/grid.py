@@ -55,7 +55,10 @@ SWEEP_EPSILONS = (0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 16.0, math.inf)
 SPLITS = ("paper", "dirichlet")
 
 
-def paper_number(n_clients: int, column: str) -> float | None:
+def paper_number(n_clients: int, column: str, scheme: str = "paper") -> float | None:
+    """The paper's Table 1 entry for this cell; None where it reports none (and for splits it never ran)."""
+    if scheme != "paper":
+        return None
     row = PAPER_TABLE.get(n_clients, {})
     return row.get(column, row.get("dp+") if COLUMN[column].dp != "none" else None)
 
@@ -126,10 +129,27 @@ def summarize(accuracies: list[float]) -> dict:
                 std=float(a.std(ddof=1)) if len(a) > 1 else None, n=len(a))
 
 
+METRICS = {
+    "test_accuracy_at_best_val": "test accuracy at the best-validation round (our protocol)",
+    "test_accuracy_last": "test accuracy after the last round",
+    "test_accuracy_best_round": "best test accuracy over rounds (the paper's likely protocol: optimistic)",
+}
+
+
+def metric_value(result: dict, metric: str) -> float:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}: choose one of {list(METRICS)}")
+    if metric == "test_accuracy_best_round":
+        return max(r["test_accuracy"] for r in result["rounds"])
+    return result[metric]
+
+
 def table(profile, *, schemes=SPLITS, hospitals=None, columns=None, seeds=None, directory=None,
           metric: str = "test_accuracy_at_best_val") -> list[dict]:
     """One row per (split, hospitals, column): mean ± std over the seeds present, the seeds, what is missing,
     and the paper's number where it reports one."""
+    metric_value({"test_accuracy_at_best_val": 0, "test_accuracy_last": 0, "rounds": [{"test_accuracy": 0}]},
+                 metric)  # reject an unknown metric before reading any file
     rows = []
     for scheme in schemes:
         for n in hospitals or sorted(profile.hospitals):
@@ -141,9 +161,9 @@ def table(profile, *, schemes=SPLITS, hospitals=None, columns=None, seeds=None, 
                         missing.append(seed)
                     else:
                         found[seed] = r
-                stats = summarize([r[metric] for r in found.values()])
+                stats = summarize([metric_value(r, metric) for r in found.values()])
                 rows.append(dict(split=scheme, hospitals=n, column=col, label=COLUMN[col].label, **stats,
-                                 seeds=sorted(found), missing_seeds=missing, paper=paper_number(n, col),
+                                 seeds=sorted(found), missing_seeds=missing, paper=paper_number(n, col, scheme),
                                  epsilon_spent=_mean_or_none([r["rounds"][-1].get("epsilon") for r in found.values()]),
                                  seconds_per_round=_mean_or_none([r["seconds_per_round"] for r in found.values()])))
     return rows
@@ -159,3 +179,34 @@ def format_cell(row: dict) -> str:
     if row["n"] == 0:
         return "—"
     return f"{row['mean']:.1f}" + (f" ± {row['std']:.1f}" if row["std"] is not None else "") + f" ({row['n']})"
+
+
+def frame(rows: list[dict]):
+    """The table as a pandas DataFrame: one row per (split, hospitals), one column per grid column, cells
+    'mean ± std (seeds)', plus the paper's numbers where it has them."""
+    import pandas as pd
+
+    out = {}
+    for r in rows:
+        key = (r["split"], r["hospitals"])
+        out.setdefault(key, {})[r["label"]] = format_cell(r)
+        if r["paper"] is not None:
+            name = "paper: DP+ SecAgg+" if COLUMN[r["column"]].dp != "none" else f"paper: {r['label']}"
+            out[key][name] = f"{r['paper']:.2f}"
+    df = pd.DataFrame.from_dict(out, orient="index").fillna("")
+    df.index.names = ["split", "hospitals"]
+    return df
+
+
+def sweep(profile, *, scheme: str = "paper", seeds=None, directory=None,
+          metric: str = "test_accuracy_at_best_val") -> list[dict]:
+    """The privacy–utility sweep's points present in results/: target ε, ε spent, mean ± std accuracy."""
+    points = []
+    for eps in SWEEP_EPSILONS:
+        found = [r for seed in (seeds if seeds is not None else profile.seeds)
+                 if (r := load_cell(sweep_experiment(profile, eps, 10, scheme, seed), profile.name, directory))]
+        if found:
+            points.append(dict(epsilon=eps, epsilon_spent=_mean_or_none([r["rounds"][-1].get("epsilon")
+                                                                         for r in found]),
+                               **summarize([metric_value(r, metric) for r in found])))
+    return points

@@ -89,3 +89,59 @@ def training_curves(results: dict[str, dict], metric: str = "val_accuracy", ax=N
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def privacy_utility(curves: dict[str, list[dict]], ax=None, reference: dict[str, float] | None = None,
+                    title: str = "Privacy–utility trade-off"):
+    """Accuracy (%) against ε on a log axis, one line per labelled list of points
+    ({'epsilon', 'mean', 'std'}); ε = ∞ is drawn at the right edge, labelled '∞'; `reference` adds
+    horizontal lines (e.g. {'paper, DP+': 97.78})."""
+    fig, ax = _axes(ax)
+    finite = [p["epsilon"] for pts in curves.values() for p in pts if np.isfinite(p["epsilon"])]
+    right = 2 * max(finite) if finite else 1.0
+    for label, pts in curves.items():
+        xs = [p["epsilon"] if np.isfinite(p["epsilon"]) else right for p in pts]
+        ys = [p["mean"] for p in pts]
+        err = [p.get("std") or 0.0 for p in pts]
+        ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3, label=label)
+    for label, value in (reference or {}).items():
+        ax.axhline(value, ls="--", lw=1, color="0.4")
+        ax.annotate(label, (ax.get_xlim()[0] if finite else 0, value), textcoords="offset points",
+                    xytext=(4, 3), fontsize=8, color="0.3")
+    ax.set_xscale("log")
+    if finite:
+        ticks = sorted(set(finite)) + [right]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks[:-1]] + ["∞"])
+        ax.minorticks_off()
+    ax.set(xlabel="ε (record-level, δ = 1.9e-4)", ylabel="test accuracy (%)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def grid_bars(rows: list[dict], ax=None, title: str = ""):
+    """Grouped bars of the reproduction grid: one group per column label, one bar per hospital count,
+    error bars = std over seeds; the paper's numbers as black ticks where it has them."""
+    fig, ax = _axes(ax, figsize=(8, 4))
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    ns = sorted({r["hospitals"] for r in rows})
+    width = 0.8 / max(len(ns), 1)
+    for j, n in enumerate(ns):
+        for i, label in enumerate(labels):
+            r = next((r for r in rows if r["label"] == label and r["hospitals"] == n), None)
+            x = i - 0.4 + width * (j + 0.5)
+            if r and r["n"]:
+                ax.bar(x, r["mean"], width, yerr=r["std"] or 0, capsize=2, color=f"C{j}",
+                       label=f"{n} hospitals" if i == 0 or not ax.get_legend_handles_labels()[1].count(
+                           f"{n} hospitals") else None)
+            if r and r["paper"] is not None:
+                ax.plot([x - width / 2, x + width / 2], [r["paper"]] * 2, color="k", lw=2)
+    ax.plot([], [], color="k", lw=2, label="paper (Table 1)")
+    ax.set_xticks(range(len(labels)), [lab.replace("DP+ SecAgg+ ", "DP+ SA+\n").replace("SecAgg", "SA")
+                                       for lab in labels], fontsize=8)
+    ax.set(ylabel="test accuracy (%)", ylim=(0, 100), title=title)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig

@@ -94,7 +94,7 @@ def gaussian_epsilon(noise_multiplier: float, delta: float, compositions: int = 
     return _gdp_epsilon(math.sqrt(compositions) / noise_multiplier, delta)
 
 
-def _history_epsilon(history: list[tuple[float, float, int]], delta: float, accountant: str) -> float:
+def history_epsilon(history: list[tuple[float, float, int]], delta: float, accountant: str) -> float:
     """ε of a sequence of (noise multiplier, sample rate, steps) subsampled-Gaussian mechanisms."""
     if any(z == 0 for z, _, _ in history):
         return math.inf  # a release without noise has no finite ε
@@ -130,7 +130,7 @@ def epsilon(noise_multiplier: float, delta: float, sample_rate: float, steps: in
     _check_accountant(accountant)
     if not noise_multiplier >= 0:
         raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier!r}")
-    return _history_epsilon([(float(noise_multiplier), float(sample_rate), steps)], delta, accountant)
+    return history_epsilon([(float(noise_multiplier), float(sample_rate), steps)], delta, accountant)
 
 
 @functools.lru_cache(maxsize=256)  # pure, and ≈ 10 s of PRV bisection on 2 cores: each process pays it once
@@ -220,7 +220,7 @@ class PrivacyLedger:
                 history[-1] = (e.noise_multiplier, e.sample_rate, history[-1][2] + e.steps)  # merge repeats
             else:
                 history.append((e.noise_multiplier, e.sample_rate, e.steps))
-        return _history_epsilon(history, self.delta, self.accountant) if history else 0.0
+        return history_epsilon(history, self.delta, self.accountant) if history else 0.0
 
     def summary(self) -> list[dict]:
         return [dict(hospital=h, mechanisms=sorted({e.mechanism for e in self.entries(h)}),

@@ -1,0 +1,90 @@
+import math
+
+import pytest
+
+from fedmedlib import grid, results
+from fedmedlib.config import CPU, QUICK
+from fedmedlib.fl import Experiment, federated
+
+
+def test_grid_cells_keep_the_hashes_of_results_committed_before_the_grid_existed():
+    # These files were written by earlier runs; the grid must name the same experiments.
+    exp = grid.experiment(CPU, "dp-sa-", 10, "paper", 0)
+    assert results.result_path("federated", dict(exp.to_dict(), profile="cpu")).name == "federated-7ebcf4b15b.json"
+    exp = grid.experiment(CPU, "as_published", 10, "paper", 0)
+    assert exp.drop_noise and exp.dp == "update_ldp" and exp.aggregator == "secagg"
+    assert results.result_path("federated", dict(exp.to_dict(), profile="cpu")).name == "federated-dbd02634ed.json"
+
+
+def test_columns_map_to_the_dp_modes_they_name():
+    modes = {c.key: (c.dp, c.aggregator, c.drop_noise) for c in grid.COLUMNS}
+    assert modes == {"dp-sa-": ("none", "plain", False), "dp-sa+": ("none", "secagg", False),
+                     "as_published": ("update_ldp", "secagg", True), "as_coded": ("update_ldp", "secagg", False),
+                     "as_claimed": ("dpsgd", "secagg", False), "client_level": ("client_level", "secagg", False)}
+
+
+def test_cells_cover_the_grid_once_each_with_shared_sweep_points():
+    todo = list(grid.cells(CPU, parts=("table", "sweep", "rq3"), seeds=(0,)))
+    hashes = [e.hash() for _, e in todo]
+    assert len(hashes) == len(set(hashes))
+    # 3 hospital counts x 6 columns x 2 splits + (8 sweep points - 2 shared with the table) x 2 + 1 RQ3 x 2
+    assert len(todo) == 36 + 12 + 2
+    assert todo[0][1].n_clients == 10  # the paper's headline row first
+    assert grid.sweep_experiment(CPU, 6.0, 10, "paper", 0) == grid.experiment(CPU, "as_claimed", 10, "paper", 0)
+    assert grid.sweep_experiment(CPU, math.inf, 10, "paper", 0) == grid.experiment(CPU, "dp-sa+", 10, "paper", 0)
+
+
+def test_bad_grid_requests_are_refused():
+    with pytest.raises(ValueError, match="unknown grid column"):
+        grid.experiment(CPU, "dp+", 10, "paper", 0)
+    with pytest.raises(ValueError, match="splits"):
+        grid.experiment(CPU, "dp-sa-", 10, "iid", 0)
+    with pytest.raises(ValueError, match="unknown grid parts"):
+        list(grid.cells(CPU, parts=("tabel",)))
+    with pytest.raises(ValueError, match="epsilon must be positive"):
+        grid.sweep_experiment(CPU, 0.0, 10, "paper", 0)
+    with pytest.raises(ValueError, match="unknown metric"):
+        grid.table(CPU, metric="accuracy")
+
+
+def test_paper_numbers_only_where_the_paper_reports_them():
+    assert grid.paper_number(10, "dp-sa-") == 98.76
+    assert grid.paper_number(20, "as_claimed") == grid.paper_number(20, "as_coded") == 96.89
+    assert grid.paper_number(5, "dp-sa-") is None
+    assert grid.paper_number(10, "dp-sa-", "dirichlet") is None
+
+
+def _fake(exp, acc_by_round, profile="cpu"):
+    rounds = [dict(round=i + 1, test_accuracy=a, val_accuracy=a) for i, a in enumerate(acc_by_round)]
+    return dict(config=exp.to_dict(), seed=exp.seed, provenance={}, wall_time_s=1.0, rounds=rounds,
+                test_accuracy_at_best_val=acc_by_round[-2], test_accuracy_last=acc_by_round[-1],
+                seconds_per_round=2.0, profile=profile)
+
+
+def test_table_reports_mean_std_over_the_seeds_found_and_names_the_missing(tmp_path):
+    for seed, accs in ((0, [0.5, 0.8, 0.7]), (1, [0.6, 0.9, 0.6])):
+        exp = grid.experiment(CPU, "dp-sa-", 10, "paper", seed)
+        results.save(_fake(exp, accs), "federated", dict(exp.to_dict(), profile="cpu"), tmp_path)
+    row = next(r for r in grid.table(CPU, directory=tmp_path) if r["column"] == "dp-sa-" and r["hospitals"] == 10
+               and r["split"] == "paper")
+    assert row["n"] == 2 and row["seeds"] == [0, 1] and row["missing_seeds"] == [2]
+    assert row["mean"] == pytest.approx(85.0) and row["std"] == pytest.approx(math.sqrt(50))
+    assert grid.format_cell(row) == "85.0 ± 7.1 (2)"
+    best = next(r for r in grid.table(CPU, directory=tmp_path, metric="test_accuracy_best_round")
+                if r["column"] == "dp-sa-" and r["hospitals"] == 10 and r["split"] == "paper")
+    assert best["mean"] == pytest.approx(85.0)
+    empty = next(r for r in grid.table(CPU, directory=tmp_path) if r["column"] == "as_coded")
+    assert empty["n"] == 0 and grid.format_cell(empty) == "—"
+
+
+def test_a_tiny_grid_cell_runs_end_to_end_and_is_then_read_from_the_cache(tmp_path, monkeypatch, real_data_root):
+    monkeypatch.setenv("FEDMED_RESULTS", str(tmp_path))
+    exp = grid.experiment(QUICK.replace(train_subset=300, eval_subset=100, rounds=2), "as_claimed", 5, "paper", 0)
+    first = federated(exp, profile="cpu-test", root=real_data_root, progress=False)
+    path = results.result_path("federated", dict(exp.to_dict(), profile="cpu-test"))
+    assert path.is_file() and len(first["rounds"]) == 2 and 0 < first["rounds"][-1]["epsilon"] <= 6.0 + 1e-9
+    for field in ("git_commit", "device", "versions"):
+        assert field in first["provenance"]
+    assert first["config"]["dp"] == "dpsgd" and first["config"]["aggregator"] == "secagg"
+    again = federated(exp, profile="cpu-test", allow_run=False, root=real_data_root)
+    assert again["wall_time_s"] == first["wall_time_s"]  # read back, not re-run
