@@ -51,6 +51,15 @@ PAPER_TABLE = {
     20: {"dp-sa-": 97.77, "dp-sa+": 97.01, "dp+": 96.89},
 }
 MEDMNIST_RESNET18_28PX = 95.8  # MedMNIST v2, BloodMNIST test accuracy, ResNet-18 at 28 px (centralized)
+# Rows the paper quotes from other work (DP− SA−, DP− SA+, DP+ SA+), with why they do not compare (PAPER.md).
+QUOTED = {
+    "PriMIA (Kaissis et al. 2021)": dict(hospitals=10, values=(90.00, 89.00, 85.00),
+                                         caveat="paediatric chest X-rays, never BloodMNIST: not like-for-like"),
+    "FEDMIC": dict(hospitals=20, values=(None, None, 96.33),
+                   caveat="no BloodMNIST source for 96.33 % could be traced"),
+}
+# The public DP benchmark on BloodMNIST (centralized GroupNorm CNN at 28 px, C = 1.2, batch 1,024, 120 epochs).
+PUBLIC_DP_BENCHMARK = dict(epsilon=8.0, accuracy=88.6, nonprivate=94.0)
 SWEEP_EPSILONS = (0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 16.0, math.inf)
 SPLITS = ("paper", "dirichlet")
 

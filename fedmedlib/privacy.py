@@ -134,6 +134,8 @@ def epsilon(noise_multiplier: float, delta: float, sample_rate: float, steps: in
 
 
 @functools.lru_cache(maxsize=256)  # pure, and ≈ 10 s of PRV bisection on 2 cores: each process pays it once
+# Cached: hospitals of similar size share (q, steps), and each PRV bisection costs seconds.
+@functools.lru_cache(maxsize=256)
 def noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, steps: int,
                      accountant: str = "prv", tolerance: float = 0.01) -> float:
     """The smallest noise multiplier z (noise std / clip) whose `steps` steps spend at most `target_epsilon`.
