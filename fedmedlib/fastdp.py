@@ -13,6 +13,8 @@ References:
     Li et al., "Large Language Models Can Be Strong Differentially Private Learners", ICLR 2022 (ghost norm).
     Bu et al., "Scalable and Efficient Training of Large CNNs with DP", NeurIPS 2022 (mixed ghost clipping).
     Bu et al., "Differentially Private Optimization on Large Model at Small Cost", ICML 2023 (book-keeping).
+    De et al., "Unlocking High-Accuracy Differentially Private Image Classification through Scale", arXiv
+    2204.13650 (2022) (augmentation multiplicity: average a sample's augmented copies, then clip).
 """
 
 from __future__ import annotations
@@ -68,34 +70,45 @@ def _patches(a: torch.Tensor, m: nn.Conv2d) -> torch.Tensor:
     return torch.stack(cols, 2).reshape(a.shape[0], -1, ho * wo)
 
 
-def _conv_terms(m: nn.Conv2d, a, g4, strategy: str):
-    """Per-sample squared gradient norms of one conv layer, and a maker of its clipped weight/bias sums."""
-    b, p = g4.shape[0], g4.shape[1]
-    g = g4.reshape(b, p, -1)
-    d, t = m.in_channels * m.kernel_size[0] * m.kernel_size[1], g.shape[2]
+def _conv_terms(m: nn.Conv2d, a, g4, strategy: str, k: int = 1):
+    """Per-sample squared gradient norms of one conv layer, and a maker of its clipped weight/bias sums.
+
+    With k > 1 the batch holds k consecutive augmented copies of each sample: a sample's gradient is the sum
+    over its copies, i.e. its copies' positions are concatenated (T becomes k·T)."""
+    rows, p = g4.shape[0], g4.shape[1]
+    b = rows // k
+    g = g4.reshape(rows, p, -1)
+    d, t = m.in_channels * m.kernel_size[0] * m.kernel_size[1], g.shape[2] * k
     strategy = _conv_strategy(m, t) if strategy == "auto" else strategy
     chunk, norms = max(1, UNFOLD_BUDGET // (d * t)), []
     for s in range(0, b, chunk):
-        u, gs = _patches(a[s:s + chunk], m), g[s:s + chunk]  # (chunk, D, T), (chunk, p, T)
+        u, gs = _patches(a[s * k:(s + chunk) * k], m), g[s * k:(s + chunk) * k]  # (n·k, D, T), (n·k, p, T)
+        if k > 1:
+            n = u.shape[0] // k
+            u = u.reshape(n, k, d, -1).transpose(1, 2).reshape(n, d, t)
+            gs = gs.reshape(n, k, p, -1).transpose(1, 2).reshape(n, p, t)
         if strategy == "ghost":  # ‖Σ_t g_t a_tᵀ‖² = Σ_{t,s} (a_t·a_s)(g_t·g_s): no p×D matrix per sample
             norms.append((torch.bmm(u.transpose(1, 2), u) * torch.bmm(gs.transpose(1, 2), gs)).sum((1, 2)))
         else:  # the per-sample gradient itself, one chunk at a time, only its norm kept
             norms.append(torch.bmm(gs, u.transpose(1, 2)).pow(2).sum((1, 2)))
     sq = torch.cat(norms)
-    gb = g.sum(2) if m.bias is not None else None
+    gb = g.sum(2).reshape(b, k, p).sum(1) if m.bias is not None else None
     if gb is not None:
         sq = sq + gb.pow(2).sum(1)
 
     def sums(c):  # one weight-gradient convolution of the reweighted output gradient (book-keeping)
-        w = torch.nn.grad.conv2d_weight(a, m.weight.shape, g4 * c[:, None, None, None], m.stride, m.padding,
+        ck = c.repeat_interleave(k) if k > 1 else c
+        w = torch.nn.grad.conv2d_weight(a, m.weight.shape, g4 * ck[:, None, None, None], m.stride, m.padding,
                                         m.dilation, m.groups)
         return [(m.weight, w)] + ([(m.bias, (gb * c[:, None]).sum(0))] if gb is not None else [])
 
     return sq, sums
 
 
-def _linear_terms(m: nn.Linear, a, g):
-    a, g = a.reshape(a.shape[0], -1, a.shape[-1]), g.reshape(g.shape[0], -1, g.shape[-1])  # (B, T, D/p)
+def _linear_terms(m: nn.Linear, a, g, k: int = 1):
+    # (B, T, D/p); a sample's k copies are consecutive rows, so they become k·T positions of one sample
+    b = a.shape[0] // k
+    a, g = a.reshape(b, -1, a.shape[-1]), g.reshape(b, -1, g.shape[-1])
     if a.shape[1] == 1:
         sq = a.pow(2).sum((1, 2)) * g.pow(2).sum((1, 2))
     else:
@@ -111,35 +124,46 @@ def _linear_terms(m: nn.Linear, a, g):
     return sq, sums
 
 
-def _group_norm_terms(m: nn.GroupNorm, a, g):
+def _group_norm_terms(m: nn.GroupNorm, a, g, k: int = 1):
     x_hat = F.group_norm(a, m.num_groups, eps=m.eps)
-    gw, gb = (g * x_hat).flatten(2).sum(2), g.flatten(2).sum(2)  # (B, C) each: the big g is freed now
+    gw, gb = (g * x_hat).flatten(2).sum(2), g.flatten(2).sum(2)  # (B·k, C) each: the big g is freed now
+    if k > 1:
+        gw, gb = gw.reshape(-1, k, gw.shape[1]).sum(1), gb.reshape(-1, k, gb.shape[1]).sum(1)
     sq = gw.pow(2).sum(1) + gb.pow(2).sum(1)
     return sq, lambda c: [(m.weight, (gw * c[:, None]).sum(0)), (m.bias, (gb * c[:, None]).sum(0))]
 
 
-def _terms(m, a, g, strategy):
+def _terms(m, a, g, strategy, k):
     if isinstance(m, nn.Conv2d):
-        return _conv_terms(m, a, g, strategy)
-    return _linear_terms(m, a, g) if isinstance(m, nn.Linear) else _group_norm_terms(m, a, g)
+        return _conv_terms(m, a, g, strategy, k)
+    return _linear_terms(m, a, g, k) if isinstance(m, nn.Linear) else _group_norm_terms(m, a, g, k)
 
 
 def clipped_gradient_sum(model: nn.Module, tape: LayerTape, x: torch.Tensor, y: torch.Tensor, clip: float,
-                         strategy: str = "auto"):
+                         strategy: str = "auto", multiplicity: int = 1):
     """(Σ_i min(1, C/(‖∇ℓ_i‖+1e-6))·∇ℓ_i per parameter, per-sample norms, mean loss) for one batch.
 
     `strategy`: 'auto' (cheaper per conv layer), 'ghost' or 'materialise' (for tests). Cross-entropy.
+    `multiplicity` k > 1: x holds k consecutive augmented copies of each of len(y) samples, and ℓ_i is the
+    mean loss over sample i's copies — so each *sample's* gradient is clipped once, after averaging its
+    copies (augmentation multiplicity, De et al. 2022), and the privacy unit stays one record.
     Each layer's output gradient is reduced by a tensor hook the moment backward produces it, so only
     conv output gradients (needed for the weighted sum) outlive the backward pass.
     """
+    k = int(multiplicity)
+    if k < 1 or len(x) != k * len(y):
+        raise ValueError(f"multiplicity {multiplicity} needs exactly k·len(y) = {k * len(y)} inputs (k copies "
+                         f"of each sample, consecutive), got {len(x)}")
     tape.recording, tape.records = True, {}
     try:
-        losses = F.cross_entropy(model(x), y, reduction="none")
+        logits = model(x)
     finally:
         tape.recording = False
+    losses = F.cross_entropy(logits, y.repeat_interleave(k) if k > 1 else y, reduction="none")
+    losses = losses.reshape(len(y), k).mean(1) if k > 1 else losses
     terms, roots = [], []
     for m, (a, out, input_needs_grad) in tape.records.items():
-        out.register_hook(lambda g, m=m, a=a: terms.append(_terms(m, a, g, strategy)))
+        out.register_hook(lambda g, m=m, a=a: terms.append(_terms(m, a, g, strategy, k)))
         if not input_needs_grad:
             roots.append(out)  # every other layer lies between the loss and a root: its hook fires too
     tape.records = {}

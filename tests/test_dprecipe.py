@@ -1,0 +1,100 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from fedmedlib import dprecipe, fastdp, privacy
+from fedmedlib.augment import augment
+from fedmedlib.models import build_model
+
+
+def _brute_force_clipped_sum(net, x_copies, y, k, clip):
+    """Per sample: the mean gradient over its k copies, clipped to `clip`, summed over samples."""
+    total = [torch.zeros_like(p) for p in net.parameters()]
+    for i in range(len(y)):
+        net.zero_grad()
+        out = net(x_copies[i * k:(i + 1) * k])
+        nn.functional.cross_entropy(out, y[i].repeat(k)).backward()  # mean over the copies
+        grads = [p.grad.detach().clone() for p in net.parameters()]
+        norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+        scale = min(1.0, clip / (float(norm) + 1e-6))
+        total = [t + scale * g for t, g in zip(total, grads)]
+    return total
+
+
+@pytest.mark.parametrize("strategy", ["ghost", "materialise"])
+def test_multiplicity_clips_each_sample_once_after_averaging_its_copies(strategy):
+    torch.manual_seed(0)
+    net = build_model("dpresnet", width=16)
+    g = torch.Generator().manual_seed(3)
+    x, y, k = torch.randn(5, 3, 28, 28, generator=g), torch.randint(0, 8, (5,), generator=g), 3
+    copies = augment(x, k, generator=g)
+    expected = _brute_force_clipped_sum(copy.deepcopy(net), copies, y, k, clip=0.5)
+    tape = fastdp.LayerTape(net)
+    sums, norms, _ = fastdp.clipped_gradient_sum(net, tape, copies, y, 0.5, strategy=strategy, multiplicity=k)
+    tape.close()
+    assert len(norms) == len(y)  # one norm per sample, not per copy
+    for p, e in zip(net.parameters(), expected):
+        assert torch.allclose(sums[p], e, atol=1e-5, rtol=1e-4)
+
+
+def test_multiplicity_needs_k_copies_of_every_sample():
+    net = build_model("dpresnet", width=16)
+    tape = fastdp.LayerTape(net)
+    with pytest.raises(ValueError, match="k·len"):
+        fastdp.clipped_gradient_sum(net, tape, torch.randn(7, 3, 28, 28), torch.zeros(3, dtype=torch.long), 1.0,
+                                    multiplicity=2)
+
+
+def test_augment_shapes_order_and_determinism():
+    x = torch.arange(2 * 3 * 28 * 28, dtype=torch.float32).reshape(2, 3, 28, 28)
+    a = augment(x, 4, generator=torch.Generator().manual_seed(0), keep_first=True)
+    b = augment(x, 4, generator=torch.Generator().manual_seed(0), keep_first=True)
+    assert a.shape == (8, 3, 28, 28) and torch.equal(a, b)
+    assert torch.equal(a[0], x[0]) and torch.equal(a[4], x[1])  # each sample's first copy kept as is
+    # flips and quarter turns permute pixels: each unshifted copy keeps its sample's pixel multiset
+    flat = augment(x, 4, generator=torch.Generator().manual_seed(1), shift=0)
+    for i in range(8):
+        assert torch.equal(flat[i].flatten().sort().values, x[i // 4].flatten().sort().values)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(k=0), "k >= 1"), (dict(k=2, shift=-1), "shift"),
+                                           (dict(k=1.5), "integer k")])
+def test_augment_rejects_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        augment(torch.zeros(1, 3, 28, 28), **kwargs)
+
+
+def test_augment_rejects_non_square_batches():
+    with pytest.raises(ValueError, match="square"):
+        augment(torch.zeros(3, 28, 28), 2)
+
+
+@pytest.mark.parametrize("changes, match", [(dict(optimizer="rmsprop"), "optimizer"), (dict(ema=1.0), "ema"),
+                                            (dict(multiplicity=0), ">= 1"), (dict(clip=0), "clip")])
+def test_recipe_rejects_bad_values(changes, match):
+    with pytest.raises(ValueError, match=match):
+        dprecipe.DPRecipe(**changes)
+
+
+def test_a_plan_is_accountable_within_its_budget():
+    recipe = dprecipe.DPRecipe(batch_size=1024, epochs=40)
+    p = dprecipe.plan(recipe, 11959, 6.0, 1.9e-4)
+    assert p["steps_per_epoch"] == 12 and p["steps"] == 480 and p["sample_rate"] == pytest.approx(1 / 12)
+    assert privacy.epsilon(p["noise_multiplier"], 1.9e-4, p["sample_rate"], p["steps"]) <= 6.0
+    with pytest.raises(ValueError, match="batch_size"):
+        dprecipe.plan(recipe, 500, 6.0, 1.9e-4)
+
+
+def test_ema_is_post_processing_it_changes_neither_training_nor_accounting(real_data_root):
+    base = dprecipe.DPRecipe(batch_size=64, epochs=2, multiplicity=2, physical_batch=40)
+    runs = [dprecipe.train_recipe(base.replace(ema=ema), seed=0, train_subset=256, eval_subset=128,
+                                  root=real_data_root, progress=False) for ema in (0.0, 0.9)]
+    plain, averaged = runs
+    assert plain["steps"] == averaged["steps"] == 2 * 4
+    assert plain["noise_multiplier"] == averaged["noise_multiplier"]
+    assert plain["epsilon_spent"] == averaged["epsilon_spent"] <= 6.0
+    # the same noisy steps were taken: the training losses match exactly, the evaluated weights differ
+    assert [h["train_loss"] for h in plain["history"]] == [h["train_loss"] for h in averaged["history"]]
+    assert [h["val_loss"] for h in plain["history"]] != [h["val_loss"] for h in averaged["history"]]
