@@ -98,3 +98,13 @@ def test_ema_is_post_processing_it_changes_neither_training_nor_accounting(real_
     # the same noisy steps were taken: the training losses match exactly, the evaluated weights differ
     assert [h["train_loss"] for h in plain["history"]] == [h["train_loss"] for h in averaged["history"]]
     assert [h["val_loss"] for h in plain["history"]] != [h["val_loss"] for h in averaged["history"]]
+
+
+def test_ema_warms_up_so_early_averages_follow_the_weights():
+    avg, net = nn.Linear(2, 1), nn.Linear(2, 1)
+    with torch.no_grad():
+        avg.weight.fill_(0.0), net.weight.fill_(1.0)
+    dprecipe._ema_update(avg, net, 0.999, step=0)  # decay min(0.999, 1/10) = 0.1
+    assert torch.allclose(avg.weight, torch.full_like(avg.weight, 0.9))
+    dprecipe._ema_update(avg, net, 0.5, step=10_000)  # late: the requested decay
+    assert torch.allclose(avg.weight, torch.full_like(avg.weight, 0.95))
