@@ -15,7 +15,7 @@ ifndef FEDMED_DATA
   endif
 endif
 
-.PHONY: book test venv data clean
+.PHONY: book test venv data widget-js clean
 
 venv: $(STAMP)
 
@@ -32,10 +32,19 @@ $(STAMP): requirements.txt pyproject.toml
 data: $(STAMP)
 	$(VENV)/bin/fedmed data
 
-book: data
+# The JavaScript that renders widgets in the static book, served by the book itself (no CDN): fetched once
+# through npm and verified, then kept (git-ignored), so later builds are offline. book/_static_widgets/README.md
+WIDGET_JS := book/_static_widgets/js/embed-amd.js
+widget-js: $(WIDGET_JS)
+$(WIDGET_JS): book/_static_widgets/SHA256SUMS scripts/fetch_widget_js.sh
+	bash scripts/fetch_widget_js.sh
+
+book: data $(WIDGET_JS)
 	FEDMED_PROGRESS=0 $(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "Book built: _build/html/index.html"
 
+# tests/test_book_html.py opens the built book in headless Chromium; it skips when _build/html or
+# chromium is missing, unless FEDMED_REQUIRE_BOOK=1 (CI, after `make book`).
 test: data
 	$(PY) -m pytest tests --nbmake notebooks
 
