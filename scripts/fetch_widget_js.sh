@@ -11,12 +11,15 @@ trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && npm pack --silent @jupyter-widgets/html-manager@1.0.6 requirejs@2.3.4 >/dev/null)
 (cd "$tmp" && sha256sum --quiet -c "$dir/SHA256SUMS")  # the exact bytes this book was checked with
 rm -rf "$dir/js" "$dir/extra"
-mkdir -p "$dir/js" "$dir/extra/notebooks"
+# The widget CSS asks for its icon fonts under the folder of the page (the chapters with widgets are in
+# notebooks/), at two places: @jupyter-widgets/ and @jupyter-widgets/html-manager/dist/ (AMD module paths).
+fonts="$dir/extra/notebooks/@jupyter-widgets"
+mkdir -p "$dir/js" "$fonts/html-manager/dist"
 tar -xzf "$tmp/jupyter-widgets-html-manager-1.0.6.tgz" -C "$tmp" package/dist package/LICENSE
 tar -xzf "$tmp/requirejs-2.3.4.tgz" -C "$tmp" --transform 's,^package,requirejs,' package/require.js
 cp "$tmp/package/dist/embed-amd.js" "$tmp/requirejs/require.js" "$dir/js/"
 cp "$tmp/package/LICENSE" "$dir/js/html-manager-LICENSE.txt"
 cp "$tmp/package/dist/embed.js.LICENSE.txt" "$dir/js/html-manager-third-party-LICENSES.txt"
-# The widget CSS asks for its icon fonts next to the page that shows a widget (the chapters in notebooks/).
-cp "$tmp"/package/dist/*.woff2 "$dir/extra/notebooks/"
+cp "$tmp"/package/dist/*.woff2 "$fonts/"
+cp "$tmp"/package/dist/*.woff2 "$fonts/html-manager/dist/"
 echo "widget JavaScript ready in $dir/js"
