@@ -61,6 +61,10 @@ def budget(epsilon: float, delta: float = privacy.PAPER_DELTA, rounds: int | Non
     (Poisson batches of the profile's size, its local epochs every round: `dpsgd.RecordLevelDP`'s
     calibration). Client level: DP-FedAvg with all hospitals every round; its noise on the *mean* update
     is z·clip/hospitals.
+
+    >>> row = budget(6.0, rounds=20, hospitals=10)
+    >>> [round(row[k], 2) for k in ("as_coded_sigma", "dpsgd_noise_multiplier", "client_level_noise_multiplier")]
+    [0.7, 0.85, 2.96]
     """
     rounds = profile.rounds if rounds is None else rounds
     _check(epsilon, delta, rounds, hospitals, profile)
@@ -114,11 +118,13 @@ def figure(epsilon: float, delta: float = privacy.PAPER_DELTA, rounds: int | Non
 
     row = budget(epsilon, delta, rounds, hospitals, profile=profile)
     same_runs = row["rounds"] == profile.rounds  # accuracy only for the runs these settings describe
-    accuracies = {e: accuracy(e, hospitals, profile=profile, scheme=scheme, directory=directory) if same_runs
-                  else None for e in STATIC_EPSILONS}
-    no_dp = accuracy(math.inf, hospitals, profile=profile, scheme=scheme, directory=directory) if same_runs else None
-    here = accuracies.get(row["epsilon"]) if row["epsilon"] in accuracies else (
-        accuracy(row["epsilon"], hospitals, profile=profile, scheme=scheme, directory=directory) if same_runs else None)
+
+    def measured(e):
+        return accuracy(e, hospitals, profile=profile, scheme=scheme, directory=directory) if same_runs else None
+
+    accuracies = {e: measured(e) for e in STATIC_EPSILONS}
+    no_dp = measured(math.inf)
+    here = accuracies[row["epsilon"]] if row["epsilon"] in accuracies else measured(row["epsilon"])
     note = "" if here else missing_note(row["epsilon"], hospitals, profile, row["rounds"])
     plots.use_style()
     fig = plots.privacy_budget(row, spent_curve(row["delta"], row["rounds"]), accuracies, no_dp, note)
@@ -177,7 +183,7 @@ def explorer(*, epsilon: float = privacy.PAPER_EPSILON, delta: float = privacy.P
              rounds: int | None = None, hospitals: int = 10, profile=CPU, scheme: str = "paper", directory=None):
     """The live panel: ε, δ, rounds and hospitals sliders; each change redraws the figure and the numbers."""
     import ipywidgets as w
-    from IPython.display import display
+    from IPython.display import Image, display
 
     rounds = profile.rounds if rounds is None else rounds
     _check(epsilon, delta, rounds, hospitals, profile)
@@ -201,10 +207,7 @@ def explorer(*, epsilon: float = privacy.PAPER_EPSILON, delta: float = privacy.P
                 numbers_line.value = f"<b>cannot compute</b>: {err}"
                 return
             numbers_line.value = describe(row)
-            display(fig)
-            import matplotlib.pyplot as plt
-
-            plt.close(fig)
+            display(Image(png(fig, dpi=90)))  # png() closes the figure, so it is shown once
 
     for control in controls.values():
         control.observe(redraw, names="value")
