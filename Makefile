@@ -39,8 +39,12 @@ widget-js: $(WIDGET_JS)
 $(WIDGET_JS): book/_static_widgets/SHA256SUMS scripts/fetch_widget_js.sh
 	bash scripts/fetch_widget_js.sh
 
+# One torch thread per chapter kernel: the chapters' models are small, and on a busy 2-core machine two OpenMP
+# threads spin-wait for each other (measured on a shared 2-core box: 15 min / 393 CPU-s with 2 threads,
+# 3.8 min / 112 CPU-s with 1). `make book BOOK_THREADS=2` to override.
+BOOK_THREADS ?= 1
 book: data $(WIDGET_JS)
-	FEDMED_PROGRESS=0 $(VENV)/bin/jupyter-book build . -W -n --keep-going
+	OMP_NUM_THREADS=$(BOOK_THREADS) FEDMED_PROGRESS=0 $(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "Book built: _build/html/index.html"
 
 # tests/test_book_html.py opens the built book in headless Chromium; it skips when _build/html or
