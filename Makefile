@@ -15,7 +15,7 @@ ifndef FEDMED_DATA
   endif
 endif
 
-.PHONY: book test venv data clean
+.PHONY: book test venv data widget-js clean
 
 venv: $(STAMP)
 
@@ -32,10 +32,23 @@ $(STAMP): requirements.txt pyproject.toml
 data: $(STAMP)
 	$(VENV)/bin/fedmed data
 
-book: data
-	FEDMED_PROGRESS=0 $(VENV)/bin/jupyter-book build . -W -n --keep-going
+# The JavaScript that renders widgets in the static book, served by the book itself (no CDN): fetched once
+# through npm and verified, then kept (git-ignored), so later builds are offline. book/_static_widgets/README.md
+WIDGET_JS := book/_static_widgets/js/embed-amd.js
+widget-js: $(WIDGET_JS)
+$(WIDGET_JS): book/_static_widgets/SHA256SUMS scripts/fetch_widget_js.sh
+	bash scripts/fetch_widget_js.sh
+
+# One torch thread per chapter kernel: the chapters' models are small, and on a busy 2-core machine two OpenMP
+# threads spin-wait for each other (measured on a shared 2-core box: 15 min / 393 CPU-s with 2 threads,
+# 3.8 min / 112 CPU-s with 1). `make book BOOK_THREADS=2` to override.
+BOOK_THREADS ?= 1
+book: data $(WIDGET_JS)
+	OMP_NUM_THREADS=$(BOOK_THREADS) FEDMED_PROGRESS=0 $(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "Book built: _build/html/index.html"
 
+# tests/test_book_html.py opens the built book in headless Chromium; it skips when _build/html or
+# chromium is missing, unless FEDMED_REQUIRE_BOOK=1 (CI, after `make book`).
 test: data
 	$(PY) -m pytest tests --nbmake notebooks
 

@@ -143,5 +143,46 @@ def grid_bars(rows: list[dict], ax=None, title: str = ""):
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower left")
+
+def privacy_budget(row: dict, curve: tuple, accuracies: dict, no_dp: dict | None = None, note: str = "",
+                   axes=None):
+    """Three views of one privacy budget (a `widgets.budget` row): the noise multiplier of each DP reading,
+    the ε the paper's code really spends against the ε it claims (`curve` = (claimed, spent) arrays), and
+    test accuracy against ε (`accuracies`: ε -> `grid.summarize` dict or None; `no_dp`: the ε = ∞ run)."""
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
+    fig = axes[0].figure
+    noise, spent, acc = axes
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    values = [row["as_coded_noise_multiplier"], row["dpsgd_noise_multiplier"], row["client_level_noise_multiplier"]]
+    noise.bar(["as coded\n(update LDP)", "as claimed\n(DP-SGD)", "DP-FedAvg\n(client level)"], values,
+              color=colours[:3])
+    for x, v in enumerate(values):
+        noise.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=9)
+    # Fixed limits, so that frames for different ε compare by eye.
+    noise.set(yscale="log", ylim=(1e-3, 1e2), ylabel="noise multiplier z = σ / clip", title="noise per step")
+    claimed, real = curve
+    spent.plot(claimed, real, color=colours[0], label=f"as coded, {row['rounds']} rounds")
+    spent.plot(claimed, claimed, color="grey", ls="--", lw=1, label="spent = claimed")
+    spent.plot([row["epsilon"]], [row["as_coded_epsilon_composed"]], "o", color=colours[3], ms=8)
+    spent.set(xscale="log", yscale="log", xlabel="claimed ε", ylabel="ε really spent", title="the ε it costs")
+    spent.legend(fontsize=8, loc="upper left")
+    shown = sorted((e, a) for e, a in accuracies.items() if a is not None)
+    if shown:
+        acc.errorbar([e for e, _ in shown], [a["mean"] for _, a in shown],
+                     yerr=[a["std"] or 0 for _, a in shown], fmt="o-", color=colours[1], capsize=3,
+                     label="DP-SGD + SecAgg+")
+    if no_dp is not None:
+        acc.axhline(no_dp["mean"], color="grey", ls="--", lw=1, label="no DP")
+    acc.axvline(row["epsilon"], color=colours[3], lw=2, alpha=0.6)
+    if note:
+        acc.text(0.5, 0.5, note, transform=acc.transAxes, ha="center", va="center", fontsize=8, wrap=True,
+                 bbox=dict(boxstyle="round", fc="white", ec=colours[3]))
+    acc.set(xscale="log", xlim=(min(claimed), max(claimed)), ylim=(0, 100), xlabel="ε",
+            ylabel="test accuracy (%)", title="what it buys")
+    if shown or no_dp is not None:
+        acc.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"ε = {row['epsilon']:g}, δ = {row['delta']:g}, {row['rounds']} rounds, "
+                 f"{row['hospitals']} hospitals", fontsize=11)
     fig.tight_layout()
     return fig

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,22 @@ def test_notebooks_import_the_library_and_open_with_objectives(path):
         if "def " in cell:
             assert cell.startswith("# TEACHING TOY"), f"{path.name}: code cell {i} defines code"
             assert any("assert" in later for later in code[i + 1:i + 3]), f"{path.name}: toy {i} is never checked"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_first_cell_installs_on_colab_and_picks_one_profile(path):
+    nb = json.loads(path.read_text())
+    setup = next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "colab_install()" in setup and "profile = get_profile(" in setup
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_close_with_a_summary_and_two_or_three_exercises(path):
+    nb = json.loads(path.read_text())
+    text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert re.search(r"^## Summary$", text, flags=re.M), f"{path.name}: no '## Summary' section"
+    _, _, exercises = text.partition("\n## Exercises\n")
+    assert 2 <= len(re.findall(r"^\d+\. ", exercises, flags=re.M)) <= 3, f"{path.name}: 2-3 exercises"
 
 
 def _toc_files(node):
