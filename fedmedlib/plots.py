@@ -143,6 +143,9 @@ def grid_bars(rows: list[dict], ax=None, title: str = ""):
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
 
 def privacy_budget(row: dict, curve: tuple, accuracies: dict, no_dp: dict | None = None, note: str = "",
                    axes=None):
