@@ -166,11 +166,13 @@ def match(reconstructions: torch.Tensor, originals: torch.Tensor) -> list[dict]:
     its best-scoring original anywhere in `originals` — generous to the attacker.
     """
     rec, orig = to_unit(reconstructions), to_unit(originals)
-    score = [[metrics.psnr(r, o) for o in orig] for r in rec]
+    # PSNR per pair with the squared error floored at 1e-12, so that perfect copies do not all tie at inf.
+    error = ((rec[:, None].double() - orig[None].double()) ** 2).mean((2, 3, 4))
+    score = (-10 * torch.log10(error.clamp(min=1e-12))).tolist()
     if len(rec) == len(orig) <= 6:
         pairing = max(itertools.permutations(range(len(orig))),
                       key=lambda perm: sum(score[i][j] for i, j in enumerate(perm)))
     else:
         pairing = [max(range(len(orig)), key=lambda j: score[i][j]) for i in range(len(rec))]
-    return [dict(reconstruction=i, original=int(j), psnr=score[i][j], ssim=metrics.ssim(rec[i], orig[j]))
-            for i, j in enumerate(pairing)]
+    return [dict(reconstruction=i, original=int(j), psnr=metrics.psnr(rec[i], orig[j]),
+                 ssim=metrics.ssim(rec[i], orig[j])) for i, j in enumerate(pairing)]
