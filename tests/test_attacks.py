@@ -256,3 +256,20 @@ def test_match_pairs_permuted_reconstructions_with_their_originals():
 def test_inversion_settings_reject_nonsense():
     with pytest.raises(ValueError, match="iterations >= 1"):
         inv.InversionSettings(iterations=0)
+
+
+def test_attack_figures_draw_into_a_given_axis_and_return_its_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fedmedlib import plots
+
+    fig, ax = plt.subplots()
+    assert plots.roc_curves({"attack": ([0, 0.01, 1], [0, 0.2, 1])}, ax=ax) is fig
+    rows = [dict(label="no DP", epsilon_lb=0.6, accounted_epsilon=float("inf"))]
+    assert plots.epsilon_audit(rows).axes[0].get_yscale() == "symlog"
+    tiles = np.zeros((2, 3, 28, 28), dtype=np.uint8)
+    assert plots.image_rows({"original": tiles, "rebuilt": tiles}, {"rebuilt": ["1 dB", "2 dB"]}) is not None
+    plt.close("all")
