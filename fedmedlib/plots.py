@@ -132,8 +132,9 @@ def epsilon_audit(rows: list[dict], ax=None, cap: float = 1e4):
     return fig
 
 
-def image_rows(rows: dict[str, np.ndarray], notes: dict[str, list[str]] | None = None, ax=None, gap: int = 2):
-    """A mosaic of image rows (label -> uint8 images (N, 3, H, W)), with an optional note under each tile."""
+def image_rows(rows: dict[str, np.ndarray], notes: dict[str, list[str]] | None = None, ax=None, gap: int = 2,
+               titles: list[str] | None = None):
+    """A mosaic of image rows (label -> uint8 images (N, 3, H, W)); optional notes on tiles, titles on columns."""
     images = {k: np.asarray(v, dtype=np.uint8) for k, v in rows.items()}
     n_cols = max(len(v) for v in images.values())
     h, w = next(iter(images.values())).shape[-2:]
@@ -141,7 +142,7 @@ def image_rows(rows: dict[str, np.ndarray], notes: dict[str, list[str]] | None =
     for r, batch in enumerate(images.values()):
         for c, img in enumerate(batch):
             mosaic[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = img.transpose(1, 2, 0)
-    fig, ax = _axes(ax, (1.3 * n_cols + 2.2, 1.25 * len(images) + 0.3))
+    fig, ax = _axes(ax, (1.3 * n_cols + 2.2, 1.25 * len(images) + 0.3 + 0.4 * bool(titles)))
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_yticks([r * (h + gap) + h / 2 for r in range(len(images))])
     ax.set_yticklabels(list(images), fontsize=9)
@@ -151,5 +152,7 @@ def image_rows(rows: dict[str, np.ndarray], notes: dict[str, list[str]] | None =
         for c, note in enumerate((notes or {}).get(label, [])):
             ax.text(c * (w + gap) + w / 2, r * (h + gap) + h - 1, note, ha="center", va="bottom", fontsize=7,
                     color="white", bbox=dict(facecolor="black", alpha=0.6, pad=1, lw=0))
+    for c, title in enumerate(titles or []):
+        ax.text(c * (w + gap) + w / 2, -1, title, ha="center", va="bottom", fontsize=8, wrap=True)
     fig.tight_layout()
     return fig

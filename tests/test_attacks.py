@@ -271,5 +271,6 @@ def test_attack_figures_draw_into_a_given_axis_and_return_its_figure():
     rows = [dict(label="no DP", epsilon_lb=0.6, accounted_epsilon=float("inf"))]
     assert plots.epsilon_audit(rows).axes[0].get_yscale() == "symlog"
     tiles = np.zeros((2, 3, 28, 28), dtype=np.uint8)
-    assert plots.image_rows({"original": tiles, "rebuilt": tiles}, {"rebuilt": ["1 dB", "2 dB"]}) is not None
+    assert plots.image_rows({"original": tiles, "rebuilt": tiles}, {"rebuilt": ["1 dB", "2 dB"]},
+                            titles=["a", "b"]) is not None
     plt.close("all")
