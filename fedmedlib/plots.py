@@ -189,3 +189,70 @@ def privacy_budget(row: dict, curve: tuple, accuracies: dict, no_dp: dict | None
                  f"{row['hospitals']} hospitals", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def roc_curves(curves: dict[str, tuple], ax=None, floor: float = 1e-4):
+    """Membership-attack ROC curves on log-log axes (label -> (fpr, tpr)); the dashed diagonal is guessing.
+
+    Log scales show the low-FPR corner, where an attack that is confident about a few patients lives.
+    """
+    fig, ax = _axes(ax, (5.5, 4.5))
+    for label, (fpr, tpr) in curves.items():
+        ax.plot(np.maximum(fpr, floor), np.maximum(tpr, floor), label=label)
+    ax.plot([floor, 1], [floor, 1], "k--", lw=1, label="guessing")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(floor, 1)
+    ax.set_ylim(floor, 1.05)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def epsilon_audit(rows: list[dict], ax=None, cap: float = 1e4):
+    """Per defence: the ε an attack proved (bar) next to the accounted ε (marker; ∞ or > cap drawn at cap)."""
+    fig, ax = _axes(ax, (7, 3.8))
+    x = np.arange(len(rows))
+    ax.bar(x, [r["epsilon_lb"] for r in rows], 0.6, label="proved by the attack (lower bound)")
+    accounted = [min(r["accounted_epsilon"], cap) for r in rows]
+    ax.scatter(x, accounted, marker="_", s=600, color="black", zorder=3, label="accounted (upper bound)")
+    for xi, r in zip(x, rows):
+        if r["accounted_epsilon"] > cap:
+            ax.annotate("∞" if np.isinf(r["accounted_epsilon"]) else f"{r['accounted_epsilon']:.0e}",
+                        (xi, cap), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylim(0, cap * 8)
+    ax.set_xticks(x)
+    ax.set_xticklabels([r["label"] for r in rows], rotation=20, ha="right")
+    ax.set_ylabel("ε")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def image_rows(rows: dict[str, np.ndarray], notes: dict[str, list[str]] | None = None, ax=None, gap: int = 2,
+               titles: list[str] | None = None):
+    """A mosaic of image rows (label -> uint8 images (N, 3, H, W)); optional notes on tiles, titles on columns."""
+    images = {k: np.asarray(v, dtype=np.uint8) for k, v in rows.items()}
+    n_cols = max(len(v) for v in images.values())
+    h, w = next(iter(images.values())).shape[-2:]
+    mosaic = np.full((len(images) * (h + gap), n_cols * (w + gap), 3), 255, dtype=np.uint8)
+    for r, batch in enumerate(images.values()):
+        for c, img in enumerate(batch):
+            mosaic[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = img.transpose(1, 2, 0)
+    fig, ax = _axes(ax, (1.3 * n_cols + 2.2, 1.25 * len(images) + 0.3 + 0.4 * bool(titles)))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_yticks([r * (h + gap) + h / 2 for r in range(len(images))])
+    ax.set_yticklabels(list(images), fontsize=9)
+    ax.set_xticks([])
+    ax.grid(False)
+    for r, label in enumerate(images):
+        for c, note in enumerate((notes or {}).get(label, [])):
+            ax.text(c * (w + gap) + w / 2, r * (h + gap) + h - 1, note, ha="center", va="bottom", fontsize=7,
+                    color="white", bbox=dict(facecolor="black", alpha=0.6, pad=1, lw=0))
+    for c, title in enumerate(titles or []):
+        ax.text(c * (w + gap) + w / 2, -1, title, ha="center", va="bottom", fontsize=8, wrap=True)
+    fig.tight_layout()
+    return fig
