@@ -18,13 +18,15 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import parallel as _parallel
 from . import partition as _partition
 from .models import build_model, count_parameters
 from .provenance import provenance
-from .train import _progress_enabled, evaluate, load_split_tensors, resolve_device, train_epoch
+from .train import PRECISIONS, _progress_enabled, evaluate, load_split_tensors, resolve_device, train_epoch
 
 DP_MODES = ("none", "dpsgd", "update_ldp", "client_level")
 AGGREGATORS = ("plain", "secagg")
+LATER_FIELDS = {"precision": "fp32"}  # field -> default: omitted from to_dict() (and the hash) at that default
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Experiment:
     secagg_neighbours: int | None = None
     seed: int = 0
     extra: tuple[tuple[str, object], ...] = field(default=())  # room for later options, still hashed
+    precision: str = "fp32"  # 'bf16': autocast in training and evaluation (changes results, so it is hashed)
 
     def __post_init__(self):
         errors = []
@@ -71,6 +74,8 @@ class Experiment:
             errors.append(f"fraction_fit must be in (0, 1], got {self.fraction_fit}")
         if not 0 <= self.dropout_prob < 1:
             errors.append(f"dropout_prob must be in [0, 1), got {self.dropout_prob}")
+        if self.precision not in PRECISIONS:
+            errors.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
         if self.n_clients < 1 or self.rounds < 1 or self.local_epochs < 1:
             errors.append("n_clients, rounds and local_epochs must each be at least 1")
         for rnd, ids in self.dropout_schedule:
@@ -82,7 +87,10 @@ class Experiment:
             raise ValueError("invalid Experiment: " + "; ".join(errors))
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        d = json.loads(json.dumps(dataclasses.asdict(self)))
+        # Fields added after results were committed are left out at their default, so that every existing
+        # experiment keeps its hash (and its result file name); set to anything else, they are hashed.
+        return {k: v for k, v in d.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
@@ -141,7 +149,7 @@ class Federation:
     """The data, the hospitals and one reusable model on one device; `run()` plays the rounds."""
 
     def __init__(self, exp: Experiment, *, device="auto", root=None, private: Callable | None = None,
-                 aggregator=None):
+                 aggregator=None, engine: str = "sequential"):
         self.exp, self.device = exp, resolve_device(device)
         torch.manual_seed(exp.seed)
         self.x, self.y = load_split_tensors("train", exp.train_subset, exp.seed, self.device, root)
@@ -163,21 +171,31 @@ class Federation:
         self.model = build_model(exp.model, width=exp.width).to(self.device)
         self.private = private  # a DP plug from fedmedlib.privacy (None = no DP)
         self.aggregator = aggregator
+        self.engine = _parallel.resolve_engine(engine, self.model, self.device)
+
+    def local_generator(self, cid: int, rnd: int) -> torch.Generator:
+        """The batch order of hospital `cid` in round `rnd` (both engines draw it from here)."""
+        return torch.Generator().manual_seed(int(round_rng(self.exp.seed, rnd, cid).integers(2**62)))
+
+    def local_updates(self, cids: list[int], global_flat: torch.Tensor, rnd: int) -> list[tuple]:
+        """(update, loss) of each hospital in `cids`: one after another, or all at once (engine='parallel')."""
+        if self.engine == "parallel" and cids:
+            return _parallel.local_updates(self, cids, global_flat, rnd)
+        return [self.local_update(self.hospitals[c], global_flat, rnd) for c in cids]
 
     def local_update(self, hospital: Hospital, global_flat: torch.Tensor, rnd: int) -> tuple[torch.Tensor, float]:
         """Train from the global weights on one hospital's data; return (new - global, mean loss)."""
         set_flat(self.model, global_flat)
         x, y = self.x[hospital.train_idx], self.y[hospital.train_idx]
-        seed = int(round_rng(self.exp.seed, rnd, hospital.cid).integers(2**62))
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
+        generator = self.local_generator(hospital.cid, rnd)
+        torch.manual_seed(generator.initial_seed())
         if self.private is not None and hasattr(self.private, "local_train"):
             loss = self.private.local_train(self.model, x, y, hospital.cid, rnd, generator)
         else:
             # A fresh Adam each round, as in the authors' client code.
             optimizer = torch.optim.Adam(self.model.parameters(), lr=self.exp.lr)
-            losses = [train_epoch(self.model, optimizer, x, y, batch_size=self.exp.batch_size, generator=generator)
-                      for _ in range(self.exp.local_epochs)]
+            losses = [train_epoch(self.model, optimizer, x, y, batch_size=self.exp.batch_size, generator=generator,
+                                  precision=self.exp.precision) for _ in range(self.exp.local_epochs)]
             loss = float(np.mean(losses))
         return get_flat(self.model) - global_flat, loss
 
@@ -205,8 +223,8 @@ class Federation:
 
     def evaluate_global(self, flat: torch.Tensor) -> dict:
         set_flat(self.model, flat)
-        val = evaluate(self.model, self.x[self.val_idx], self.y[self.val_idx])
-        test = evaluate(self.model, self.x_test, self.y_test)
+        val = evaluate(self.model, self.x[self.val_idx], self.y[self.val_idx], precision=self.exp.precision)
+        test = evaluate(self.model, self.x_test, self.y_test, precision=self.exp.precision)
         return dict(val_loss=val["loss"], val_accuracy=val["accuracy"], test_loss=test["loss"],
                     test_accuracy=test["accuracy"])
 
@@ -216,16 +234,18 @@ def _plain_aggregate(updates, weights, *, clients=None, dropped=None):
 
 
 def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str | Path | None = None,
-                  progress: bool | None = None, private=None, aggregator=None) -> dict:
+                  progress: bool | None = None, private=None, aggregator=None, engine: str = "auto") -> dict:
     """Play `exp.rounds` FedAvg rounds; return a JSON-serialisable history with provenance.
 
     The global model is evaluated every round on the official test set and on the union of the hospitals'
     local validation splits; the reported accuracy is the test accuracy at the round with the best
     validation accuracy (and, separately, at the last round). With `checkpoint`, the state after every round
-    is saved there and a later call with the same experiment resumes from it.
+    is saved there and a later call with the same experiment resumes from it. `engine` (fedmedlib.parallel):
+    'sequential' trains the hospitals one after another, 'parallel' all at once (vmap; equal up to float
+    rounding, so not hashed, but recorded in the result), 'auto' = parallel on a GPU, sequential on a CPU.
     """
     started = time.perf_counter()
-    fed = Federation(exp, device=device, root=root, private=private, aggregator=aggregator)
+    fed = Federation(exp, device=device, root=root, private=private, aggregator=aggregator, engine=engine)
     aggregate = aggregator.aggregate if aggregator is not None else _plain_aggregate
     if exp.aggregator == "secagg" and aggregator is None:
         raise ValueError("aggregator='secagg' needs a SecAgg aggregator object (fedmedlib.secagg)")
@@ -248,8 +268,7 @@ def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str 
         chosen, dropped = fed.sample(rnd)
         survivors = [c for c in chosen if c not in dropped]
         updates, weights, losses = [], [], []
-        for cid in survivors:
-            update, loss = fed.local_update(fed.hospitals[cid], global_flat, rnd)
+        for cid, (update, loss) in zip(survivors, fed.local_updates(survivors, global_flat, rnd)):
             if private is not None and hasattr(private, "privatize_update"):
                 update = private.privatize_update(update, cid, rnd)
             updates.append(update)
@@ -284,11 +303,11 @@ def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str 
             torch.save(payload, ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
 
-    return fed.summary(state["history"], state["best"], started)
+    return fed.summary(state["history"], state["best"], started, engine=fed.engine)
 
 
 def federated(exp: Experiment, *, profile: str, allow_run: bool = True, device="auto", root=None,
-              progress: bool | None = None, checkpoint_dir: str | Path | None = None) -> dict:
+              progress: bool | None = None, checkpoint_dir: str | Path | None = None, engine: str = "auto") -> dict:
     """Cached federated run: results/federated-<hash>.json, or run it (and save it) when allowed.
 
     QUICK-profile runs are live demonstrations: always run, never written to results/.
@@ -300,7 +319,7 @@ def federated(exp: Experiment, *, profile: str, allow_run: bool = True, device="
         private, aggregator = make_plugs(exp)
         ckpt = Path(checkpoint_dir) / f"{exp.hash()}.pt" if checkpoint_dir else None
         out = run_federated(exp, device=device, root=root, checkpoint=ckpt, progress=progress,
-                            private=private, aggregator=aggregator)
+                            private=private, aggregator=aggregator, engine=engine)
         return dict(out, profile=profile)
 
     if profile == "quick":
