@@ -20,6 +20,7 @@ import torch
 
 from . import parallel as _parallel
 from . import partition as _partition
+from .flat import get_flat, set_flat, weighted_mean  # noqa: F401 - also public here, as fl.get_flat etc.
 from .models import build_model, count_parameters
 from .provenance import provenance
 from .train import PRECISIONS, _progress_enabled, evaluate, load_split_tensors, resolve_device, train_epoch
@@ -103,36 +104,6 @@ class Experiment:
         return cls(**{**base, **overrides})
 
 
-def get_flat(model: torch.nn.Module) -> torch.Tensor:
-    """All trainable parameters and floating buffers (BatchNorm statistics) as one vector."""
-    tensors = list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
-    return torch.cat([t.detach().reshape(-1) for t in tensors])
-
-
-def set_flat(model: torch.nn.Module, flat: torch.Tensor) -> None:
-    tensors = list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
-    offset = 0
-    with torch.no_grad():
-        for t in tensors:
-            t.copy_(flat[offset:offset + t.numel()].view_as(t))
-            offset += t.numel()
-    if offset != flat.numel():
-        raise ValueError(f"flat vector has {flat.numel()} values, the model needs {offset}")
-
-
-def weighted_mean(updates: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
-    """FedAvg's aggregate: sum_i w_i u_i / sum_i w_i."""
-    if not updates or len(updates) != len(weights):
-        raise ValueError(f"need one weight per update, got {len(updates)} updates and {len(weights)} weights")
-    w = torch.tensor(weights, dtype=torch.float64)
-    if torch.any(w < 0) or w.sum() <= 0:
-        raise ValueError("weights must be non-negative with a positive sum")
-    total = torch.zeros_like(updates[0], dtype=torch.float64)
-    for u, wi in zip(updates, w):
-        total += wi * u.double()
-    return (total / w.sum()).to(updates[0].dtype)
-
-
 def round_rng(seed: int, rnd: int, client: int = -1) -> np.random.Generator:
     """Independent randomness per (seed, round, client): a resumed run draws exactly what it would have."""
     return np.random.default_rng([seed, rnd, client + 1])
@@ -146,10 +117,10 @@ class Hospital:
 
 
 class Federation:
-    """The data, the hospitals and one reusable model on one device; `run()` plays the rounds."""
+    """The data, the hospitals and one reusable model on one device; `play_round` plays a round."""
 
     def __init__(self, exp: Experiment, *, device="auto", root=None, private: Callable | None = None,
-                 aggregator=None, engine: str = "sequential"):
+                 aggregator=None, engine: str = "sequential", channels_last: bool | None = None):
         self.exp, self.device = exp, resolve_device(device)
         torch.manual_seed(exp.seed)
         self.x, self.y = load_split_tensors("train", exp.train_subset, exp.seed, self.device, root)
@@ -169,6 +140,11 @@ class Federation:
                                            torch.as_tensor(va, device=self.device)))
         self.val_idx = torch.cat([h.val_idx for h in self.hospitals])
         self.model = build_model(exp.model, width=exp.width).to(self.device)
+        # channels-last convolutions are faster on GPUs (tensor cores) and not on this CPU (909 vs 930 images/s
+        # fp32, 364 vs 1,789 bf16, measured): on by default on CUDA only. Same numbers up to float rounding.
+        if self.device.type == "cuda" if channels_last is None else channels_last:
+            self.model.to(memory_format=torch.channels_last)
+            self.x, self.x_test = (t.contiguous(memory_format=torch.channels_last) for t in (self.x, self.x_test))
         self.private = private  # a DP plug from fedmedlib.privacy (None = no DP)
         self.aggregator = aggregator
         self.engine = _parallel.resolve_engine(engine, self.model, self.device)
@@ -233,6 +209,38 @@ def _plain_aggregate(updates, weights, *, clients=None, dropped=None):
     return weighted_mean(updates, weights), {"aggregator": "plain"}
 
 
+def play_round(fed: Federation, global_flat: torch.Tensor, rnd: int, *, private=None,
+               aggregate=None) -> tuple[torch.Tensor, dict]:
+    """One FedAvg round: sample, train (`fed.engine`), privatize, aggregate, evaluate -> (new global, record)."""
+    aggregate, t0 = aggregate or _plain_aggregate, time.perf_counter()
+    chosen, dropped = fed.sample(rnd)
+    survivors = [c for c in chosen if c not in dropped]
+    updates, weights, losses = [], [], []
+    for cid, (update, loss) in zip(survivors, fed.local_updates(survivors, global_flat, rnd)):
+        if private is not None and hasattr(private, "privatize_update"):
+            update = private.privatize_update(update, cid, rnd)
+        updates.append(update)
+        n_examples = float(len(fed.hospitals[cid].train_idx))
+        weights.append(private.weight(cid, n_examples) if hasattr(private, "weight") else n_examples)
+        losses.append(loss)
+    info = {}
+    if updates:
+        mean, info = aggregate(updates, weights, clients=survivors, dropped=dropped)
+        if mean is not None:  # None: the aggregation protocol aborted this round
+            if private is not None and hasattr(private, "server_noise"):
+                mean = private.server_noise(mean, rnd, len(updates))
+            global_flat = global_flat + mean.to(global_flat.device, global_flat.dtype)
+    metrics = fed.evaluate_global(global_flat)
+    record = dict(round=rnd, clients=chosen, dropped=dropped,
+                  aggregated=0 if info.get("aborted") else len(updates),
+                  train_loss=float(np.mean(reported)) if (reported := [x for x in losses if x is not None])
+                  else None, **metrics, seconds=time.perf_counter() - t0)
+    if private is not None and hasattr(private, "spent"):
+        record["epsilon"] = private.spent()
+    record.update({k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))})
+    return global_flat, record
+
+
 def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str | Path | None = None,
                   progress: bool | None = None, private=None, aggregator=None, engine: str = "auto") -> dict:
     """Play `exp.rounds` FedAvg rounds; return a JSON-serialisable history with provenance.
@@ -264,35 +272,9 @@ def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str 
 
     rounds = range(state["round"] + 1, exp.rounds + 1)
     for rnd in tqdm(rounds, desc=f"FedAvg {exp.n_clients} hospitals", disable=not _progress_enabled(progress)):
-        t0 = time.perf_counter()
-        chosen, dropped = fed.sample(rnd)
-        survivors = [c for c in chosen if c not in dropped]
-        updates, weights, losses = [], [], []
-        for cid, (update, loss) in zip(survivors, fed.local_updates(survivors, global_flat, rnd)):
-            if private is not None and hasattr(private, "privatize_update"):
-                update = private.privatize_update(update, cid, rnd)
-            updates.append(update)
-            n_examples = float(len(fed.hospitals[cid].train_idx))
-            weights.append(private.weight(cid, n_examples) if hasattr(private, "weight") else n_examples)
-            losses.append(loss)
-        info = {}
-        if updates:
-            mean, info = aggregate(updates, weights, clients=survivors, dropped=dropped)
-            if mean is not None:  # None: the aggregation protocol aborted this round
-                if private is not None and hasattr(private, "server_noise"):
-                    mean = private.server_noise(mean, rnd, len(updates))
-                global_flat = global_flat + mean.to(global_flat.device, global_flat.dtype)
-        metrics = fed.evaluate_global(global_flat)
-        record = dict(round=rnd, clients=chosen, dropped=dropped,
-                      aggregated=0 if info.get("aborted") else len(updates),
-                      train_loss=float(np.mean(reported)) if (reported := [x for x in losses if x is not None])
-                      else None, **metrics,
-                      seconds=time.perf_counter() - t0)
-        if private is not None and hasattr(private, "spent"):
-            record["epsilon"] = private.spent()
-        record.update({k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))})
+        global_flat, record = play_round(fed, global_flat, rnd, private=private, aggregate=aggregate)
         state["history"].append(record)
-        if state["best"] is None or metrics["val_accuracy"] > state["best"]["val_accuracy"]:
+        if state["best"] is None or record["val_accuracy"] > state["best"]["val_accuracy"]:
             state["best"], state["best_flat"] = record, global_flat.detach().clone()
         state["round"] = rnd
         if ckpt:

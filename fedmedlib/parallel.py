@@ -89,7 +89,7 @@ def flat_rows(params: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([p.detach().flatten(1) for p in params.values()], 1)
 
 
-def _padded(rows: list[list[torch.Tensor]], width: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _padded(rows: list[list[torch.Tensor]], width: int, device, dtype):
     """(S, H, width) indices, (S, H, width) 0/1 weights, (S, H) active, from each hospital's list of batches."""
     steps = max(len(r) for r in rows)
     idx = torch.zeros(steps, len(rows), width, dtype=torch.long)

@@ -80,7 +80,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         with autocast(x.device, precision):
-            logits = model(x[start:start + batch_size])
+            logits = model(x[start:start + batch_size]).float()  # bf16 logits: loss sums in fp32
         target = y[start:start + batch_size]
         loss += nn.functional.cross_entropy(logits, target, reduction="sum").item()
         correct += (logits.argmax(1) == target).sum().item()
