@@ -54,20 +54,26 @@ class RecordLevelPlug:
 
         self.exp, self.ledger, self.hospitals, self._pending = exp, PrivacyLedger(delta=exp.delta), {}, {}
 
-    def local_train(self, model, x, y, cid, rnd, generator) -> float | None:
+    def hospital(self, cid, n_records: int, device):
+        """Hospital `cid`'s DP-SGD state (noise calibrated for all its rounds), built on first use."""
         from .dpsgd import RecordLevelDP
 
         exp = self.exp
         if cid not in self.hospitals:
             self.hospitals[cid] = RecordLevelDP(
-                len(x), rounds=exp.rounds, local_epochs=exp.local_epochs, epsilon=exp.epsilon, delta=exp.delta,
-                clip=exp.clip, batch_size=min(exp.batch_size, len(x)), model=exp.model, width=exp.width, lr=exp.lr,
-                seed=exp.seed * 100_003 + cid, hospital=cid, ledger=self.ledger, device=x.device)
+                n_records, rounds=exp.rounds, local_epochs=exp.local_epochs, epsilon=exp.epsilon, delta=exp.delta,
+                clip=exp.clip, batch_size=min(exp.batch_size, n_records), model=exp.model, width=exp.width,
+                lr=exp.lr, seed=exp.seed * 100_003 + cid, hospital=cid, ledger=self.ledger, device=device,
+                precision=exp.precision)
             if cid in self._pending:  # resuming: restore the spent budget and the noise stream
                 saved, dp = self._pending.pop(cid), self.hospitals[cid]
                 dp.steps_done, dp.accountant.history = saved["steps"], list(saved["history"])
                 dp.generator.set_state(saved["generator"])
-        model.load_state_dict(self.hospitals[cid].train_round(model.state_dict(), x, y))
+        return self.hospitals[cid]
+
+    def local_train(self, model, x, y, cid, rnd, generator) -> float | None:
+        dp = self.hospital(cid, len(x), x.device)
+        model.load_state_dict(dp.train_round(model.state_dict(), x, y))
         return None  # DP-SGD's noisy loss is not reported
 
     def spent(self) -> float:

@@ -104,9 +104,20 @@ def history_epsilon(history: list[tuple[float, float, int]], delta: float, accou
     return opacus_epsilon(history, delta, accountant)
 
 
+def _memoize_opacus_rdp() -> None:
+    """Cache Opacus' RDP of one subsampled-Gaussian step, a pure function of (q, z, α): both accountants
+    recompute it in pure Python on every ε query, ≈ 70 % of a PRV ε (0.2–0.8 s), every round, per hospital."""
+    from opacus.accountants.analysis import rdp
+
+    if not hasattr(rdp._compute_rdp, "cache_info"):
+        rdp._compute_rdp = functools.lru_cache(maxsize=2 ** 16)(rdp._compute_rdp)
+
+
 def opacus_epsilon(history: list[tuple[float, float, int]], delta: float, accountant: str = "prv") -> float:
     """ε of a (noise multiplier, sample rate, steps) history straight from Opacus' accountant, no shortcut."""
     from opacus.accountants import PRVAccountant, RDPAccountant
+
+    _memoize_opacus_rdp()
 
     acc = PRVAccountant() if accountant == "prv" else RDPAccountant()
     acc.history = list(history)

@@ -19,6 +19,8 @@ from . import data as _data
 from .models import build_model, count_parameters
 from .provenance import provenance
 
+PRECISIONS = ("fp32", "bf16")
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' picks CUDA when present, else CPU."""
@@ -44,15 +46,23 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None, shuffle:
     return torch.split(order, batch_size)
 
 
+def autocast(device: torch.device, precision: str = "fp32"):
+    """bf16 autocast when `precision == 'bf16'` (an explicit, hashed Experiment option), else a no-op."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
-                batch_size: int, generator: torch.Generator | None = None) -> float:
+                batch_size: int, generator: torch.Generator | None = None, precision: str = "fp32") -> float:
     """One pass over (x, y) in shuffled mini-batches; returns the mean training loss."""
     model.train()
     total, seen = 0.0, 0
     for idx in batches(len(x), batch_size, generator):
         idx = idx.to(x.device)
         optimizer.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        with autocast(x.device, precision):
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])  # fp32 under autocast too
         loss.backward()
         optimizer.step()
         total += loss.item() * len(idx)
@@ -61,14 +71,16 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> dict:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+             precision: str = "fp32") -> dict:
     """Mean cross-entropy and accuracy of `model` on (x, y), in eval mode."""
     # 256, not larger: on 2 CPU cores batches of 256 keep activations in cache and evaluate 1.6x faster
     # than batches of 1,024 (1,820 vs 1,138 images/s at width 16, measured); per-image results are the same.
     model.eval()
     loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
-        logits = model(x[start:start + batch_size])
+        with autocast(x.device, precision):
+            logits = model(x[start:start + batch_size]).float()  # bf16 logits: loss sums in fp32
         target = y[start:start + batch_size]
         loss += nn.functional.cross_entropy(logits, target, reduction="sum").item()
         correct += (logits.argmax(1) == target).sum().item()

@@ -3,7 +3,7 @@
 Usage:
     python scripts/run_grid.py --profile cpu [--device cuda] [--parts table sweep rq3] [--hospitals 10 20]
                                [--schemes paper dirichlet] [--columns dp-sa- as_claimed] [--seeds 0 1 2]
-                               [--list]
+                               [--engine auto|sequential|parallel] [--list]
 
 Cells already in results/ are skipped; an interrupted cell resumes from results/_checkpoints.
 """
@@ -21,6 +21,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--engine", default="auto", choices=["auto", "sequential", "parallel"],
+                        help="hospitals one after another or all at once (fedmedlib.parallel); auto: parallel on a GPU")
     parser.add_argument("--parts", nargs="+", default=["table"], choices=["table", "sweep", "rq3"])
     parser.add_argument("--hospitals", type=int, nargs="+", default=None)
     parser.add_argument("--schemes", nargs="+", default=list(grid.SPLITS), choices=list(grid.SPLITS))
@@ -41,7 +43,7 @@ def main() -> None:
             continue
         t0 = time.time()
         r = federated(exp, profile=profile.name, device=args.device, progress=False,
-                      checkpoint_dir=args.checkpoint_dir)
+                      checkpoint_dir=args.checkpoint_dir, engine=args.engine)
         print(f"{name}: test@best-val {r['test_accuracy_at_best_val']:.4f} (round {r['best_round']}), "
               f"{r['seconds_per_round']:.1f} s/round, {time.time() - t0:.0f} s -> {path.name}", flush=True)
 

@@ -23,7 +23,7 @@ def _brute_force_clipped_sum(net, x_copies, y, k, clip):
     return total
 
 
-@pytest.mark.parametrize("strategy", ["ghost", "materialise"])
+@pytest.mark.parametrize("strategy", ["ghost", "materialise", "grouped", "auto"])
 def test_multiplicity_clips_each_sample_once_after_averaging_its_copies(strategy):
     torch.manual_seed(0)
     net = build_model("dpresnet", width=16)

@@ -51,7 +51,7 @@ def _fast_grads(net, x, y, z, clip, seed, strategy="auto"):
 
 
 # Float32 sums in a different order: agreement to 1e-6 absolute on gradients of size ~1e-2..1e-1.
-@pytest.mark.parametrize("strategy", ["auto", "ghost", "materialise"])
+@pytest.mark.parametrize("strategy", ["auto", "ghost", "materialise", "grouped"])
 @pytest.mark.parametrize("z", [0.0, 1.3])
 def test_fast_path_gives_opacus_clipped_noised_gradient(net, batch, strategy, z):
     ours = _fast_grads(net, *batch, z=z, clip=1.0, seed=7, strategy=strategy)

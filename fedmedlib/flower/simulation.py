@@ -36,7 +36,7 @@ def dp_mod_for(exp: fl.Experiment):
 
 def run_flower_simulation(exp: fl.Experiment, *, secagg: bool | None = None, num_shares: int | None = None,
                           threshold: int | None = None, max_weight: float | None = None, root=None,
-                          return_model: bool = False, verbose: bool = False):
+                          return_model: bool = False, verbose: bool = False, client_app=None):
     """Run `exp` as a Flower simulation; return the `fl.run_federated`-shaped history (and the model).
 
     `secagg=None` follows `exp.aggregator`; `num_shares` defaults to `exp.secagg_neighbours` or, when that
@@ -44,7 +44,8 @@ def run_flower_simulation(exp: fl.Experiment, *, secagg: bool | None = None, num
     `exp.dp` (dpsgd, update_ldp incl. drop_noise, client_level central or distributed) runs through the
     same `fedmedlib.plugs` object as `fl.run_federated`, split between the ClientApp and the ServerApp; each
     round of the history records `epsilon`. Bad SecAgg+ or DP settings raise ValueError here, before Ray
-    starts. With `return_model=True` returns (history, final global flat vector).
+    starts. With `return_model=True` returns (history, final global flat vector). `client_app` replaces the
+    project's ClientApp (e.g. `recipe_app.make_recipe_client_app()`, the benchmark's tutorial-style clients).
 
     Example (a few seconds plus Ray's ≈ 10 s start)::
 
@@ -64,7 +65,7 @@ def run_flower_simulation(exp: fl.Experiment, *, secagg: bool | None = None, num
         check_secagg(exp, settings)
     result: dict = {}
     server = make_server_app(exp, secagg=settings, root=root, result=result)
-    client = make_client_app()  # the DP plug (if any) runs inside its train handler
+    client = client_app or make_client_app()  # the DP plug (if any) runs inside its train handler
     from flwr.simulation import run_simulation
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")

@@ -1,0 +1,161 @@
+"""Run the PAPER profile's grid on one GPU: preflight, an engine probe, then the cells, one JSON per finished cell.
+
+Usage (on the GPU machine; offline is fine, see scripts/gpu_paper_grid.sh for the carried wheels):
+    python scripts/gpu_paper_grid.py [--hospitals 10] [--schemes paper dirichlet] [--seeds 0]
+                                     [--columns dp-sa- as_claimed ...] [--engine probe|auto|sequential|parallel]
+                                     [--budget-minutes 15] [--probe-only]
+
+1. Preflight: a CUDA device, opacus and medmnist importable, the verified bloodmnist.npz.
+2. Probe (engine 'probe', the default): one timed round of each engine (sequential, parallel) without DP and
+   with record-level DP at width 64 on a 3,000-image subset; each DP mode of the grid then runs on the faster
+   engine (the engines agree up to float rounding, so the choice is not part of a result's hash). The probe
+   also prints an estimate of the minutes the requested cells will take.
+3. The cells of `fedmedlib.grid` (table part), PAPER profile, most informative first. A finished cell is
+   results/federated-<hash>.json, exactly as scripts/run_grid.py writes it, plus one line (minutes, images/s,
+   engine, device) in results/benchmarks/gpu_paper_grid.json. Cells already in results/ are skipped and an
+   interrupted cell resumes from results/_checkpoints, so re-running continues where it stopped.
+"""
+
+import argparse
+import functools
+import json
+import time
+from pathlib import Path
+
+LOG = "results/benchmarks/gpu_paper_grid.json"
+
+
+def preflight(device: str) -> dict:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device visible: this script is the GPU plan; on a CPU use scripts/run_grid.py")
+    missing = []
+    for module in ("opacus", "medmnist", "scipy", "tqdm", "cryptography"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise SystemExit(f"missing Python packages {missing}: install the carried wheels "
+                         "(bash scripts/gpu_paper_grid.sh does) or pip install them")
+    from fedmedlib import data
+
+    path = data.ensure_file(download=False)  # verifies the md5; explains where to put the file otherwise
+    torch.backends.cudnn.benchmark = True  # fixed shapes per step: let cuDNN pick its fastest kernels
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    return dict(device=name, torch=torch.__version__, data=str(path))
+
+
+def _images(exp) -> tuple[int, int]:
+    """(training images per round, evaluation images per round) of an experiment."""
+    return _count(exp.n_clients, exp.scheme, exp.seed, exp.train_subset, exp.eval_subset, exp.local_epochs)
+
+
+@functools.lru_cache(maxsize=None)
+def _count(n_clients, scheme, seed, train_subset, eval_subset, local_epochs) -> tuple[int, int]:
+    from fedmedlib import fl
+
+    exp = fl.Experiment(n_clients=n_clients, scheme=scheme, seed=seed, train_subset=train_subset,
+                        eval_subset=eval_subset, local_epochs=local_epochs)
+    fed = fl.Federation(exp, device="cpu")
+    return local_epochs * sum(len(h.train_idx) for h in fed.hospitals), len(fed.val_idx) + len(fed.x_test)
+
+
+def probe(profile, hospitals: int, images: int, device: str) -> dict:
+    """Seconds per training+evaluation image of each (dp mode, engine), from round 2 of a 2-round run."""
+    from fedmedlib import fl, plugs
+
+    out = {}
+    for dp in ("none", "dpsgd"):
+        exp = fl.Experiment.from_profile(profile, n_clients=hospitals, scheme="paper", rounds=2, local_epochs=1,
+                                         train_subset=images, eval_subset=images // 3, dp=dp)
+        train, evaluated = _images(exp)
+        for engine in ("sequential", "parallel"):
+            private, aggregator = plugs.make_plugs(exp)
+            r = fl.run_federated(exp, device=device, progress=False, private=private, aggregator=aggregator,
+                                 engine=engine)
+            seconds = r["rounds"][1]["seconds"]
+            out[f"{dp}/{engine}"] = dict(seconds_per_round=seconds, images_per_s=(train + evaluated) / seconds)
+            print(f"probe dp={dp:<6} {engine:<10} {seconds:7.2f} s/round  {(train + evaluated) / seconds:8.0f} "
+                  "images/s", flush=True)
+    return out
+
+
+def _record(path: str, entry: dict) -> None:
+    path = Path(path)
+    log = json.loads(path.read_text()) if path.is_file() else dict(benchmark="gpu_paper_grid", entries=[])
+    log["entries"].append(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".tmp").write_text(json.dumps(log, indent=1))
+    path.with_suffix(".tmp").replace(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hospitals", type=int, nargs="+", default=[10])
+    parser.add_argument("--schemes", nargs="+", default=["paper", "dirichlet"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--columns", nargs="+", default=None)
+    parser.add_argument("--engine", default="probe", choices=["probe", "auto", "sequential", "parallel"])
+    parser.add_argument("--budget-minutes", type=float, default=None, help="start no new cell after this")
+    parser.add_argument("--probe-only", action="store_true")
+    parser.add_argument("--checkpoint-dir", default="results/_checkpoints")
+    parser.add_argument("--probe-images", type=int, default=3000, help="training images of the probe rounds")
+    parser.add_argument("--device", default="cuda", help="'cpu' with --profile quick: a dry run of this script")
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--log", default=LOG, help="where each probe and finished cell is appended")
+    args = parser.parse_args()
+    started = time.time()
+    info = preflight(args.device)
+    print(json.dumps(info), flush=True)
+    from fedmedlib import grid
+    from fedmedlib.config import get_profile
+    from fedmedlib.fl import federated
+    from fedmedlib.provenance import provenance
+    from fedmedlib.results import result_path
+
+    profile = get_profile(args.profile)
+    cells = [exp for _, exp in grid.cells(profile, parts=("table",), hospitals=args.hospitals, schemes=args.schemes,
+                                          seeds=args.seeds, columns=args.columns)]
+    todo = [e for e in cells if not result_path("federated", dict(e.to_dict(), profile=profile.name)).is_file()]
+    engines = {"none": args.engine, "dpsgd": args.engine}
+    if args.engine == "probe":
+        measured = probe(profile, max(args.hospitals), args.probe_images, args.device)
+        engines = {dp: max(("sequential", "parallel"), key=lambda e: measured[f"{dp}/{e}"]["images_per_s"])
+                   for dp in ("none", "dpsgd")}
+        per_image = {dp: 1 / measured[f"{dp}/{engines[dp]}"]["images_per_s"] for dp in engines}
+        estimate = sum(e.rounds * sum(_images(e))
+                       * per_image["dpsgd" if e.dp == "dpsgd" else "none"] for e in todo) / 60
+        print(f"engines {engines}; ESTIMATE for the {len(todo)} cells to run: {estimate:.1f} min "
+              "(probe throughput × images; σ calibration and SecAgg+ not included)", flush=True)
+        _record(args.log, dict(kind="probe", **info, profile=profile.name, measured=measured, engines=engines,
+                               cells=len(todo), estimate_minutes=estimate, provenance=provenance(args.device)))
+    if args.probe_only:
+        return
+    for exp in todo:
+        if args.budget_minutes and (time.time() - started) / 60 > args.budget_minutes:
+            print(f"budget of {args.budget_minutes} min spent: stopping before the next cell", flush=True)
+            break
+        engine = engines["dpsgd" if exp.dp == "dpsgd" else "none"]
+        train, evaluated = _images(exp)
+        resumed = (Path(args.checkpoint_dir) / f"{exp.hash()}.pt").is_file()  # then images/s is too high
+        t0 = time.time()
+        r = federated(exp, profile=profile.name, device=args.device, progress=False,
+                      checkpoint_dir=args.checkpoint_dir, engine=engine)
+        seconds = time.time() - t0
+        entry = dict(kind="cell", profile=profile.name, hash=exp.hash(), n_clients=exp.n_clients,
+                     scheme=exp.scheme, dp=exp.dp, aggregator=exp.aggregator, drop_noise=exp.drop_noise,
+                     seed=exp.seed, engine=engine, resumed=resumed,
+                     minutes=seconds / 60, images_per_s=exp.rounds * (train + evaluated) / seconds,
+                     seconds_per_round=r["seconds_per_round"], test_accuracy=r["test_accuracy_at_best_val"],
+                     device=info["device"])
+        _record(args.log, entry)
+        print(f"{exp.n_clients} hospitals {exp.scheme:9s} dp {exp.dp:10s} {exp.aggregator:6s} seed {exp.seed} "
+              f"[{engine}]: {entry['minutes']:.1f} min, {entry['images_per_s']:.0f} images/s, "
+              f"test@best-val {entry['test_accuracy']:.4f}", flush=True)
+    print(f"total {(time.time() - started) / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()
