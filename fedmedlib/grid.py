@@ -157,8 +157,8 @@ def table(profile, *, schemes=SPLITS, hospitals=None, columns=None, seeds=None, 
           metric: str = "test_accuracy_at_best_val") -> list[dict]:
     """One row per (split, hospitals, column): mean ± std over the seeds present, the seeds, what is missing,
     and the paper's number where it reports one."""
-    metric_value({"test_accuracy_at_best_val": 0, "test_accuracy_last": 0, "rounds": [{"test_accuracy": 0}]},
-                 metric)  # reject an unknown metric before reading any file
+    if metric not in METRICS:  # before reading any file
+        raise ValueError(f"unknown metric {metric!r}: choose one of {list(METRICS)}")
     rows = []
     for scheme in schemes:
         for n in hospitals or sorted(profile.hospitals):
