@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from . import privacy
-from .augment import augment
-from .fastdp import LayerTape, clipped_gradient_sum, noisy_gradient
+from .fastdp import FastSession
 from .models import build_model, count_parameters
 from .provenance import provenance
 from .train import load_split_tensors, resolve_device, select_epochs
@@ -116,40 +115,26 @@ def train_recipe(recipe: DPRecipe, *, epsilon: float = privacy.PAPER_EPSILON, de
     total = p["steps"]
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
                  if recipe.schedule == "cosine" else None)
-    accountant, tape = create_accountant("prv"), LayerTape(net)
-    generator = torch.Generator().manual_seed(seed)
-    expected = int(len(y) * p["sample_rate"])
-    k, z = recipe.multiplicity, p["noise_multiplier"]
+    accountant = create_accountant("prv")
     counter = {"steps": 0}
 
-    def epoch() -> float:
-        net.train()
-        loss_sum, seen = 0.0, 0
-        for _ in range(p["steps_per_epoch"]):
-            idx = (torch.rand(len(y), generator=generator) < p["sample_rate"]).nonzero().squeeze(1).to(dev)
-            sums = {}
-            for s in range(0, len(idx), recipe.physical_batch):  # clipped sums add up across chunks
-                part = idx[s:s + recipe.physical_batch]
-                xb = augment(x[part], k, generator=generator) if k > 1 else x[part]
-                chunk, _, loss = clipped_gradient_sum(net, tape, xb, y[part], recipe.clip, multiplicity=k)
-                sums = {q: sums[q] + v if q in sums else v for q, v in chunk.items()}
-                loss_sum, seen = loss_sum + loss * len(part), seen + len(part)
-            optimizer.zero_grad(set_to_none=True)
-            noisy_gradient(net, sums, noise_std=z * recipe.clip, expected_batch_size=expected, generator=generator)
-            optimizer.step()
-            if scheduler:
-                scheduler.step()
-            accountant.step(noise_multiplier=z, sample_rate=p["sample_rate"])
-            if recipe.ema:
-                _ema_update(shown, net, recipe.ema, counter["steps"])
-            counter["steps"] += 1
-        return loss_sum / max(seen, 1)
+    def after_step() -> None:
+        if scheduler:
+            scheduler.step()
+        if recipe.ema:
+            _ema_update(shown, net, recipe.ema, counter["steps"])
+        counter["steps"] += 1
+
+    session = FastSession(net, optimizer, x, y, sample_rate=p["sample_rate"], z=p["noise_multiplier"],
+                          clip=recipe.clip, accountant=accountant, generator=torch.Generator().manual_seed(seed),
+                          multiplicity=recipe.multiplicity, physical_batch=recipe.physical_batch,
+                          after_step=after_step)
 
     spent = lambda: privacy.history_epsilon(accountant.history, delta, "prv")  # noqa: E731
-    history, summary = select_epochs(shown, epoch, x_val, y_val, x_test, y_test, epochs=recipe.epochs,
+    history, summary = select_epochs(shown, session.epoch, x_val, y_val, x_test, y_test, epochs=recipe.epochs,
                                      desc=f"DP recipe {recipe.name}", progress=progress,
                                      extra=lambda: dict(epsilon=spent()))
-    tape.close()
+    session.close()
     config = dict(recipe=recipe.to_dict(), epsilon=epsilon, delta=delta, train_subset=train_subset,
                   eval_subset=eval_subset)
     return dict(kind="dp_recipe", config=config, seed=seed, n_train=len(y), n_parameters=count_parameters(net),

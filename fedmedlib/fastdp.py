@@ -226,14 +226,34 @@ def noisy_gradient(model: nn.Module, sums: dict, *, noise_std: float, expected_b
 
 
 class FastSession:
-    """DP epochs with Poisson sampling on device tensors; each step is recorded in `accountant`."""
+    """DP epochs with Poisson sampling on device tensors; each step is recorded in `accountant`.
 
-    def __init__(self, net, optimizer, x, y, *, sample_rate, z, clip, accountant, generator, precision="fp32"):
+    `multiplicity` k > 1 trains on k augmented copies of each sampled record (fedmedlib.augment), averaged
+    before clipping; `physical_batch` caps the records per forward pass (clipped sums add up across chunks);
+    `after_step()` runs after every optimizer step (a schedule, a weight average).
+    """
+
+    def __init__(self, net, optimizer, x, y, *, sample_rate, z, clip, accountant, generator, precision="fp32",
+                 multiplicity: int = 1, physical_batch: int | None = None, after_step=None):
         self.net, self.optimizer, self.x, self.y, self.precision = net, optimizer, x, y, precision
         self.q, self.z, self.clip, self.accountant, self.generator = sample_rate, z, clip, accountant, generator
+        self.k, self.physical_batch, self.after_step = int(multiplicity), physical_batch, after_step
         self.steps = round(1 / sample_rate)
         self.expected_batch_size = int(len(x) * sample_rate)  # Opacus' choice, so updates are comparable
         self.tape = LayerTape(net)
+
+    def _clipped_sums(self, idx) -> tuple[dict, float]:
+        from .augment import augment
+
+        sums, loss_sum, chunk = {}, 0.0, self.physical_batch or max(len(idx), 1)
+        for s in range(0, len(idx), chunk):
+            part = idx[s:s + chunk]
+            xb = augment(self.x[part], self.k, generator=self.generator) if self.k > 1 else self.x[part]
+            got, _, loss = clipped_gradient_sum(self.net, self.tape, xb, self.y[part], self.clip,
+                                                precision=self.precision, multiplicity=self.k)
+            sums = {p: sums[p] + v if p in sums else v for p, v in got.items()}
+            loss_sum += loss * len(part)
+        return sums, loss_sum
 
     def epoch(self) -> float:
         self.net.train()
@@ -243,15 +263,14 @@ class FastSession:
             chosen = torch.rand(len(self.x), generator=g, device=g.device) < self.q  # Poisson sampling
             idx = chosen.nonzero().squeeze(1).to(self.x.device)
             self.optimizer.zero_grad(set_to_none=True)
-            sums, loss = {}, 0.0
-            if len(idx):
-                sums, _, loss = clipped_gradient_sum(self.net, self.tape, self.x[idx], self.y[idx], self.clip,
-                                                     precision=self.precision)
+            sums, loss_sum = self._clipped_sums(idx)
             noisy_gradient(self.net, sums, noise_std=self.z * self.clip,
                            expected_batch_size=self.expected_batch_size, generator=self.generator)
             self.optimizer.step()
             self.accountant.step(noise_multiplier=self.z, sample_rate=self.q)
-            total, seen = total + loss * len(idx), seen + len(idx)
+            if self.after_step:
+                self.after_step()
+            total, seen = total + loss_sum, seen + len(idx)
         return total / max(seen, 1)
 
     def close(self) -> None:
