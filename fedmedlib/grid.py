@@ -93,31 +93,53 @@ def sweep_experiment(profile, epsilon: float, n_clients: int, scheme: str, seed:
     return experiment(profile, "as_claimed", n_clients, scheme, seed, epsilon=float(epsilon))
 
 
+HEADLINE = (10, "paper")  # the row the paper reports first: 10 hospitals, its own split
+
+
+def seeds_for(profile, part: str, n_clients: int, scheme: str) -> tuple[int, ...]:
+    """The seeds a profile runs for one cell: all of `profile.seeds` in the table's headline row, and
+    `profile.grid_seeds_elsewhere` (when the profile sets it) everywhere else — the CPU profile cannot
+    afford three seeds of every cell, and says so in its reasons."""
+    if part == "table" and (n_clients, scheme) == HEADLINE:
+        return tuple(profile.seeds)
+    return tuple(profile.grid_seeds_elsewhere if profile.grid_seeds_elsewhere is not None else profile.seeds)
+
+
 def cells(profile, *, parts=("table",), hospitals=None, schemes=SPLITS, seeds=None, columns=None):
     """Yield (part, Experiment) for the requested parts of the grid, most informative first.
 
     parts: 'table' (hospitals × columns × splits), 'sweep' (ε sweep at 10 hospitals), 'rq3' (ResNet-9 vs
-    DPResNet without DP, 10 hospitals). Seeds are the outer loop, so seed 0 of everything comes first.
+    DPResNet without DP, 10 hospitals). Seeds are the outer loop, so seed 0 of everything comes first;
+    `seeds=None` follows the profile's policy (`seeds_for`), explicit seeds run every listed cell with them.
     """
     unknown = set(parts) - {"table", "sweep", "rq3"}
     if unknown:
         raise ValueError(f"unknown grid parts {sorted(unknown)}: choose from table, sweep, rq3")
     hospitals = tuple(hospitals or _hospital_order(profile.hospitals))
     columns = tuple(columns or COLUMN)
+
+    def wanted(seed, part, n, scheme):
+        return seeds is not None or seed in seeds_for(profile, part, n, scheme)
+
     seen = set()
-    for seed in seeds if seeds is not None else profile.seeds:
+    for seed in seeds if seeds is not None else _all_seeds(profile):
         for scheme in schemes:
             todo = []
             if "table" in parts:
-                todo += [("table", experiment(profile, col, n, scheme, seed)) for n in hospitals for col in columns]
-            if "sweep" in parts:
+                todo += [("table", experiment(profile, col, n, scheme, seed)) for n in hospitals for col in columns
+                         if wanted(seed, "table", n, scheme)]
+            if "sweep" in parts and wanted(seed, "sweep", 10, scheme):
                 todo += [("sweep", sweep_experiment(profile, e, 10, scheme, seed)) for e in SWEEP_EPSILONS]
-            if "rq3" in parts:
+            if "rq3" in parts and wanted(seed, "rq3", 10, scheme):
                 todo += [("rq3", experiment(profile, "dp-sa-", 10, scheme, seed, model="resnet9"))]
             for part, exp in todo:
                 if exp.hash() not in seen:  # the sweep shares its ε = 6 and ∞ points with the table
                     seen.add(exp.hash())
                     yield part, exp
+
+
+def _all_seeds(profile):
+    return sorted(set(profile.seeds) | set(profile.grid_seeds_elsewhere or ()))
 
 
 def _hospital_order(hospitals):
@@ -164,7 +186,7 @@ def table(profile, *, schemes=SPLITS, hospitals=None, columns=None, seeds=None, 
         for n in hospitals or sorted(profile.hospitals):
             for col in columns or COLUMN:
                 found, missing = {}, []
-                for seed in seeds if seeds is not None else profile.seeds:
+                for seed in seeds if seeds is not None else seeds_for(profile, "table", n, scheme):
                     r = load_cell(experiment(profile, col, n, scheme, seed), profile.name, directory)
                     if r is None:
                         missing.append(seed)
@@ -212,10 +234,24 @@ def sweep(profile, *, scheme: str = "paper", seeds=None, directory=None,
     """The privacy–utility sweep's points present in results/: target ε, ε spent, mean ± std accuracy."""
     points = []
     for eps in SWEEP_EPSILONS:
-        found = [r for seed in (seeds if seeds is not None else profile.seeds)
+        found = [r for seed in (seeds if seeds is not None else seeds_for(profile, "sweep", 10, scheme))
                  if (r := load_cell(sweep_experiment(profile, eps, 10, scheme, seed), profile.name, directory))]
         if found:
             points.append(dict(epsilon=eps, epsilon_spent=_mean_or_none([r["rounds"][-1].get("epsilon")
                                                                          for r in found]),
                                **summarize([metric_value(r, metric) for r in found])))
     return points
+
+
+def rq3(profile, *, directory=None, metric: str = "test_accuracy_at_best_val") -> list[dict]:
+    """RQ3 without DP, 10 hospitals: DPResNet against ResNet-9 (BatchNorm, max-pooling) on each split, over the
+    same seeds for both models (`seeds_for(profile, 'rq3', ...)`), so the comparison is like for like."""
+    rows = []
+    for scheme in SPLITS:
+        for model in ("dpresnet", "resnet9"):
+            found = [r for seed in seeds_for(profile, "rq3", 10, scheme)
+                     if (r := load_cell(experiment(profile, "dp-sa-", 10, scheme, seed, model=model),
+                                        profile.name, directory))]
+            rows.append(dict(split=scheme, model=model, seeds=sorted(r["seed"] for r in found),
+                             **summarize([metric_value(r, metric) for r in found])))
+    return rows

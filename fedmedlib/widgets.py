@@ -94,7 +94,7 @@ def accuracy(epsilon: float, hospitals: int = SWEEP_HOSPITALS, *, profile=CPU, s
     """Test accuracy (%) of the grid's sweep cell at ε (∞ = no DP), mean ± std over the seeds in `results/`;
     None when no seed of it has run. `rounds` are the profile's: a result is only shown for its own runs."""
     found = [grid.load_cell(grid.sweep_experiment(profile, epsilon, hospitals, scheme, seed), profile.name, directory)
-             for seed in profile.seeds]
+             for seed in grid.seeds_for(profile, "sweep", hospitals, scheme)]
     found = [r for r in found if r is not None]
     if not found:
         return None

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from fedmedlib import grid, results
-from fedmedlib.config import CPU, QUICK
+from fedmedlib.config import CPU, PAPER, QUICK
 from fedmedlib.fl import Experiment, federated
 
 
@@ -32,6 +32,32 @@ def test_cells_cover_the_grid_once_each_with_shared_sweep_points():
     assert todo[0][1].n_clients == 10  # the paper's headline row first
     assert grid.sweep_experiment(CPU, 6.0, 10, "paper", 0) == grid.experiment(CPU, "as_claimed", 10, "paper", 0)
     assert grid.sweep_experiment(CPU, math.inf, 10, "paper", 0) == grid.experiment(CPU, "dp-sa+", 10, "paper", 0)
+
+
+def test_cpu_profile_runs_three_seeds_in_the_headline_row_and_one_elsewhere():
+    assert grid.seeds_for(CPU, "table", 10, "paper") == (0, 1, 2)
+    for part, n, scheme in [("table", 20, "paper"), ("table", 10, "dirichlet"), ("sweep", 10, "paper"),
+                            ("rq3", 10, "paper")]:
+        assert grid.seeds_for(CPU, part, n, scheme) == (0,)
+    todo = list(grid.cells(CPU, parts=("table", "sweep", "rq3")))
+    assert len({e.hash() for _, e in todo}) == len(todo) == 50 + 2 * 6  # seed 0 of everything + 2 seeds x 6 columns
+    extra = [e for _, e in todo if e.seed != 0]
+    assert {(e.n_clients, e.scheme) for e in extra} == {(10, "paper")} and {e.seed for e in extra} == {1, 2}
+    assert [e.seed for _, e in todo][:50] == [0] * 50  # seed 0 of every cell before any second seed
+
+
+def test_paper_profile_runs_every_cell_with_every_seed():
+    assert PAPER.grid_seeds_elsewhere is None
+    assert len(list(grid.cells(PAPER, parts=("table", "sweep", "rq3")))) == 3 * 50
+    assert grid.seeds_for(PAPER, "sweep", 10, "dirichlet") == PAPER.seeds
+
+
+def test_table_counts_missing_seeds_by_the_policy(tmp_path):
+    rows = grid.table(CPU, directory=tmp_path)
+    by = {(r["split"], r["hospitals"], r["column"]): r for r in rows}
+    assert by[("paper", 10, "as_claimed")]["missing_seeds"] == [0, 1, 2]
+    assert by[("dirichlet", 5, "dp-sa-")]["missing_seeds"] == [0]
+    assert all(r["n"] == 0 for r in grid.rq3(CPU, directory=tmp_path))
 
 
 def test_bad_grid_requests_are_refused():

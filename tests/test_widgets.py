@@ -64,8 +64,11 @@ def test_accuracy_is_none_until_a_sweep_cell_has_run(tmp_path):
 def test_accuracy_averages_the_seeds_found_in_percent(tmp_path):
     _fake_sweep_result(tmp_path, 2.0, 0, 0.70)
     _fake_sweep_result(tmp_path, 2.0, 1, 0.80)
-    acc = widgets.accuracy(2.0, directory=tmp_path)
+    acc = widgets.accuracy(2.0, directory=tmp_path, profile=CPU.replace(grid_seeds_elsewhere=(0, 1)))
     assert acc["mean"] == pytest.approx(75.0) and acc["n"] == 2 and acc["seeds"] == [0, 1]
+    # The CPU profile's policy runs one seed off the headline row, so only seed 0 is read by default.
+    acc = widgets.accuracy(2.0, directory=tmp_path)
+    assert acc["mean"] == pytest.approx(70.0) and acc["n"] == 1
 
 
 def test_missing_accuracy_says_which_command_produces_it():
