@@ -6,11 +6,13 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +72,52 @@ def load_or_run(name: str, config: dict, run: Callable[[], dict], *, directory=N
 def load_all(name: str, directory=None) -> list[dict]:
     """Every cached result whose file name starts with `name-`, sorted by file name."""
     return [json.loads(p.read_text()) for p in sorted(results_dir(directory).glob(f"{name}-*.json"))]
+
+
+@contextlib.contextmanager
+def claim(key: str, directory: str | os.PathLike) -> Iterator[bool]:
+    """Hold `<directory>/<key>.claim` while this process works on `key`; yields False when another live process
+    on this machine holds it, so several workers can share one grid without running a cell twice.
+
+    A claim left by a process that has died (same host, pid gone) is taken over; one whose owner cannot be
+    checked (another host) is respected — delete the file by hand if that worker is gone for good.
+    """
+    if not key or any(c in key for c in "/\\ "):
+        raise ValueError(f"claim key must be a non-empty word without slashes or spaces, got {key!r}")
+    path = Path(directory) / f"{key}.claim"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if not _claim_is_stale(path):
+                yield False
+                return
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        try:
+            yield True
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    yield False  # someone re-created it between our unlink and our retry: theirs now
+
+
+def _claim_is_stale(path: Path) -> bool:
+    try:
+        host, pid = path.read_text().split()
+        pid = int(pid)
+    except (OSError, ValueError):
+        return False  # being written right now, or not ours to judge
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -5,7 +5,9 @@ Usage:
                                [--schemes paper dirichlet] [--columns dp-sa- as_claimed] [--seeds 0 1 2]
                                [--engine auto|sequential|parallel] [--list]
 
-Cells already in results/ are skipped; an interrupted cell resumes from results/_checkpoints.
+Cells already in results/ are skipped; an interrupted cell resumes from results/_checkpoints. Several workers
+may run the same command at once (e.g. two one-thread workers on a 2-core machine): each claims a cell in the
+checkpoint folder before running it, and skips cells another live worker has claimed.
 """
 
 import argparse
@@ -14,7 +16,7 @@ import time
 from fedmedlib import grid
 from fedmedlib.config import get_profile
 from fedmedlib.fl import federated
-from fedmedlib.results import result_path
+from fedmedlib.results import claim, result_path
 
 
 def main() -> None:
@@ -41,9 +43,12 @@ def main() -> None:
         if args.list:
             print(f"{'done' if path.is_file() else 'todo'}  {name}  {path.name}")
             continue
-        t0 = time.time()
-        r = federated(exp, profile=profile.name, device=args.device, progress=False,
-                      checkpoint_dir=args.checkpoint_dir, engine=args.engine)
+        with claim(path.stem, args.checkpoint_dir) as mine:
+            if not mine or path.is_file():  # another worker has it, or finished it since we listed the cells
+                continue
+            t0 = time.time()
+            r = federated(exp, profile=profile.name, device=args.device, progress=False,
+                          checkpoint_dir=args.checkpoint_dir, engine=args.engine)
         print(f"{name}: test@best-val {r['test_accuracy_at_best_val']:.4f} (round {r['best_round']}), "
               f"{r['seconds_per_round']:.1f} s/round, {time.time() - t0:.0f} s -> {path.name}", flush=True)
 

@@ -55,3 +55,30 @@ def test_committed_cpu_baselines_exist_and_carry_provenance():
 def test_quick_profile_configs_differ_from_cpu():
     assert results.config_hash(centralized_config(QUICK, "dpresnet", 0)) != \
         results.config_hash(centralized_config(CPU, "dpresnet", 0))
+
+
+def test_a_claim_is_exclusive_and_released(tmp_path):
+    with results.claim("federated-abc", tmp_path) as mine:
+        assert mine and (tmp_path / "federated-abc.claim").is_file()
+        with results.claim("federated-abc", tmp_path) as second:
+            assert not second  # this process is alive, so its claim stands
+    assert not (tmp_path / "federated-abc.claim").exists()
+    with results.claim("federated-abc", tmp_path) as again:
+        assert again
+
+
+def test_a_claim_left_by_a_dead_worker_is_taken_over(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "cell.claim").write_text(f"{socket.gethostname()} {int(dead.stdout)}")
+    with results.claim("cell", tmp_path) as mine:
+        assert mine
+    (tmp_path / "cell.claim").write_text("another-host 1")  # cannot be checked from here: respected
+    with results.claim("cell", tmp_path) as mine:
+        assert not mine
+    with pytest.raises(ValueError, match="claim key"):
+        with results.claim("a/b", tmp_path):
+            pass
