@@ -229,18 +229,24 @@ def frame(rows: list[dict]):
     return df
 
 
+def sweep_point(profile, epsilon: float, *, scheme: str = "paper", hospitals: int = 10, seeds=None, directory=None,
+                metric: str = "test_accuracy_at_best_val") -> dict | None:
+    """One point of the sweep from results/: target ε, ε spent, the seeds found and mean ± std accuracy (%);
+    None when no seed of it has run."""
+    found = [r for seed in (seeds if seeds is not None else seeds_for(profile, "sweep", hospitals, scheme))
+             if (r := load_cell(sweep_experiment(profile, epsilon, hospitals, scheme, seed), profile.name, directory))]
+    if not found:
+        return None
+    return dict(epsilon=epsilon, epsilon_spent=_mean_or_none([r["rounds"][-1].get("epsilon") for r in found]),
+                seeds=[r["seed"] for r in found], **summarize([metric_value(r, metric) for r in found]))
+
+
 def sweep(profile, *, scheme: str = "paper", seeds=None, directory=None,
           metric: str = "test_accuracy_at_best_val") -> list[dict]:
-    """The privacy–utility sweep's points present in results/: target ε, ε spent, mean ± std accuracy."""
-    points = []
-    for eps in SWEEP_EPSILONS:
-        found = [r for seed in (seeds if seeds is not None else seeds_for(profile, "sweep", 10, scheme))
-                 if (r := load_cell(sweep_experiment(profile, eps, 10, scheme, seed), profile.name, directory))]
-        if found:
-            points.append(dict(epsilon=eps, epsilon_spent=_mean_or_none([r["rounds"][-1].get("epsilon")
-                                                                         for r in found]),
-                               **summarize([metric_value(r, metric) for r in found])))
-    return points
+    """The privacy–utility sweep's points present in results/ (10 hospitals), in order of ε."""
+    points = [sweep_point(profile, eps, scheme=scheme, seeds=seeds, directory=directory, metric=metric)
+              for eps in SWEEP_EPSILONS]
+    return [p for p in points if p is not None]
 
 
 def rq3(profile, *, directory=None, metric: str = "test_accuracy_at_best_val") -> list[dict]:

@@ -115,9 +115,9 @@ def _claim_is_stale(path: Path) -> bool:
     if host != socket.gethostname():
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
     except ProcessLookupError:
         return True
-    except PermissionError:
-        return False
+    except PermissionError:  # it exists, under another user
+        pass
     return False

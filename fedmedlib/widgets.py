@@ -93,12 +93,7 @@ def accuracy(epsilon: float, hospitals: int = SWEEP_HOSPITALS, *, profile=CPU, s
              directory=None) -> dict | None:
     """Test accuracy (%) of the grid's sweep cell at ε (∞ = no DP), mean ± std over the seeds in `results/`;
     None when no seed of it has run. `rounds` are the profile's: a result is only shown for its own runs."""
-    found = [grid.load_cell(grid.sweep_experiment(profile, epsilon, hospitals, scheme, seed), profile.name, directory)
-             for seed in grid.seeds_for(profile, "sweep", hospitals, scheme)]
-    found = [r for r in found if r is not None]
-    if not found:
-        return None
-    return dict(grid.summarize([r["test_accuracy_at_best_val"] for r in found]), seeds=[r["seed"] for r in found])
+    return grid.sweep_point(profile, epsilon, scheme=scheme, hospitals=hospitals, directory=directory)
 
 
 def missing_note(epsilon: float, hospitals: int, profile=CPU, rounds: int | None = None) -> str:

@@ -12,7 +12,9 @@ SMALL = dict(delta=1e-5, rounds=3, hospitals=5)
 def _fake_sweep_result(tmp_path, epsilon, seed, accuracy):
     config = dict(grid.sweep_experiment(CPU, epsilon, 10, "paper", seed).to_dict(), profile="cpu")
     results.save({"config": config, "seed": seed, "provenance": {"git_commit": "x"}, "wall_time_s": 1.0,
-                  "test_accuracy_at_best_val": accuracy}, "federated", config, tmp_path)
+                  "test_accuracy_at_best_val": accuracy, "rounds": [dict(round=1, test_accuracy=accuracy,
+                                                                         epsilon=epsilon)]},
+                 "federated", config, tmp_path)
 
 
 def test_as_coded_sigma_is_the_papers_formula_and_its_real_epsilon_composes():
