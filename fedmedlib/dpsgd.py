@@ -90,7 +90,8 @@ class RecordLevelDP:
                  delta: float = privacy.PAPER_DELTA, clip: float = privacy.PAPER_CLIP, batch_size: int = 32,
                  model: str = "dpresnet", width: int = 16, lr: float = 1e-3, accountant: str = "prv",
                  backend: str = "fast", grad_sample_mode: str = "hooks", seed: int = 0, hospital="0",
-                 ledger: privacy.PrivacyLedger | None = None, device="cpu", precision: str = "fp32"):
+                 ledger: privacy.PrivacyLedger | None = None, device="cpu", precision: str = "fp32",
+                 multiplicity: int = 1):
         if not (isinstance(n_records, int) and n_records >= 1 and rounds >= 1 and local_epochs >= 1):
             raise ValueError("n_records, rounds and local_epochs must be integers >= 1")
         if not 1 <= batch_size <= n_records:
@@ -112,6 +113,10 @@ class RecordLevelDP:
         self.accountant_name, self.steps_done, self.precision = accountant, 0, precision
         if precision != "fp32" and backend != "fast":
             raise ValueError(f"precision={precision!r} needs backend='fast' (Opacus' hooks run in fp32 here)")
+        if multiplicity != 1 and backend != "fast":
+            raise ValueError(f"multiplicity={multiplicity} needs backend='fast': Opacus' hooks clip each augmented "
+                             "copy as its own sample instead of averaging a record's copies first")
+        self.multiplicity = int(multiplicity)
         # The noise stream lives on the CPU (the same draws on every CPU) except on a GPU, where drawing a
         # width-64 model's 4.8 M normals per step on the CPU would cost ≈ 35 ms a step: there it is the GPU's.
         self.generator = torch.Generator(device=self.device if self.device.type == "cuda" else "cpu")
@@ -144,7 +149,7 @@ class RecordLevelDP:
 
         return FastSession(net, optimizer, x, y, sample_rate=self.sample_rate, z=self.noise_multiplier,
                            clip=self.clip, accountant=self.accountant, generator=self.generator,
-                           precision=self.precision)
+                           precision=self.precision, multiplicity=self.multiplicity)
 
     def _spend(self, epochs: int) -> None:
         steps = epochs * self.steps_per_epoch

@@ -27,7 +27,7 @@ from .train import PRECISIONS, _progress_enabled, evaluate, load_split_tensors, 
 
 DP_MODES = ("none", "dpsgd", "update_ldp", "client_level")
 AGGREGATORS = ("plain", "secagg")
-LATER_FIELDS = {"precision": "fp32"}  # field -> default: omitted from to_dict() (and the hash) at that default
+LATER_FIELDS = {"precision": "fp32", "multiplicity": 1}  # field -> default: omitted from to_dict() (and the hash) at that default
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class Experiment:
     seed: int = 0
     extra: tuple[tuple[str, object], ...] = field(default=())  # room for later options, still hashed
     precision: str = "fp32"  # 'bf16': autocast in training and evaluation (changes results, so it is hashed)
+    multiplicity: int = 1  # dpsgd only: augmented copies per record, averaged before clipping (fedmedlib.augment)
 
     def __post_init__(self):
         errors = []
@@ -77,6 +78,11 @@ class Experiment:
             errors.append(f"dropout_prob must be in [0, 1), got {self.dropout_prob}")
         if self.precision not in PRECISIONS:
             errors.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
+        if int(self.multiplicity) != self.multiplicity or self.multiplicity < 1:
+            errors.append(f"multiplicity must be an integer >= 1, got {self.multiplicity!r}")
+        elif self.multiplicity > 1 and self.dp != "dpsgd":
+            errors.append(f"multiplicity={self.multiplicity} averages augmented copies inside DP-SGD's per-sample "
+                          f"gradients: it needs dp='dpsgd' (got dp={self.dp!r}); leave it at 1 otherwise")
         if self.n_clients < 1 or self.rounds < 1 or self.local_epochs < 1:
             errors.append("n_clients, rounds and local_epochs must each be at least 1")
         for rnd, ids in self.dropout_schedule:
@@ -147,7 +153,7 @@ class Federation:
             self.x, self.x_test = (t.contiguous(memory_format=torch.channels_last) for t in (self.x, self.x_test))
         self.private = private  # a DP plug from fedmedlib.privacy (None = no DP)
         self.aggregator = aggregator
-        self.engine = _parallel.resolve_engine(engine, self.model, self.device)
+        self.engine = _parallel.resolve_engine(engine, self.model, self.device, multiplicity=exp.multiplicity)
 
     def local_generator(self, cid: int, rnd: int) -> torch.Generator:
         """The batch order of hospital `cid` in round `rnd` (both engines draw it from here)."""

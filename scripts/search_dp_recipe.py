@@ -1,30 +1,43 @@
 """Search a DP-SGD recipe for DPResNet on BloodMNIST at (ε = 6, δ = 1.9e-4), on validation accuracy only.
 
-Stages (each trial is one cached JSON, results/dp_recipe-<hash>.json, so any stage resumes where it stopped):
-  search    coordinate descent from a start recipe: one knob at a time over its candidates, keep the best
-            validation accuracy, move to the next knob (one pass, knobs in the order of KNOBS)
-  ablation  from the winner, put each knob back to the naive recipe's value, one at a time
-  final     the winner and the naive recipe over --seeds (test accuracy is read only here, at the
-            best-validation epoch)
+Stages (every trial is one cached JSON — results/dp_recipe-<hash>.json or results/federated-<hash>.json — so
+any stage resumes where it stopped, and a later stage re-reads the earlier ones for free):
+  search     one knob at a time around START (each knob's candidates with every other knob at START's value),
+             then the combination of each knob's best value; the winner is the best validation accuracy of
+             all of these trials
+  ablation   from the winner, put each knob back to the naive recipe's value, one at a time
+  final      the winner and the naive recipe over --seeds (test accuracy is read only here, at the
+             best-validation epoch)
+  federated  10 hospitals, paper split, record-level DP-SGD at the same (ε, δ) per hospital: the naive
+             settings (chapter 6's "as claimed") and FEDERATED variants that carry the centralized lessons
+             over (clip, batch, step size, multiplicity, rounds) at seed 0; the variant with the best validation
+             accuracy and the naive one then run over --seeds
+  all        search, then final + ablation + federated
 
-    python scripts/search_dp_recipe.py --stage search  [--device cuda] [--scale full|tiny]
-    python scripts/search_dp_recipe.py --stage ablation
-    python scripts/search_dp_recipe.py --stage final --seeds 0 1 2
+    python scripts/search_dp_recipe.py --stage all [--device cuda] [--jobs 12] [--budget-minutes 8]
+    python scripts/search_dp_recipe.py --stage final --seeds 0 1 2 --scale tiny     # pipeline check only
 
-The search never looks at test accuracy: a trial's score is `val_accuracy_best`. `--scale tiny` (a 1,000-image
-subset, 2 epochs) only checks that the pipeline runs; its numbers mean nothing.
+Trials run in --jobs worker processes (one torch thread each): on a GPU many small trials share the card, on
+2 CPU cores use --jobs 2. --budget-minutes stops submitting new trials after that many minutes (those running
+finish). The search never looks at test accuracy: a trial's score is `val_accuracy_best`. `--scale tiny`
+(400 training images, 1 epoch or round) only checks that the pipeline runs; its numbers mean nothing and
+are not saved.
 """
+
+from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-from fedmedlib.dprecipe import DPRecipe, dp_recipe
+from fedmedlib.dprecipe import DPRecipe
 
 NAIVE = DPRecipe("naive")  # what chapter 3 ran: Adam 1e-3, batch 128, 15 epochs, C = 7, no augmentation
 START = DPRecipe("start", batch_size=1024, epochs=30, optimizer="sgd", lr=2.0, momentum=0.9, schedule="cosine",
                  clip=1.0, multiplicity=4, ema=0.999)
-KNOBS = {  # in search order: the step size first, it interacts with everything else
+KNOBS = {  # every knob the DP literature names, with START's value among the candidates
     "optimizer_lr": [("adam", 1e-3), ("adam", 3e-3), ("sgd", 0.5), ("sgd", 1.0), ("sgd", 2.0), ("sgd", 4.0)],
     "clip": [0.5, 1.0, 2.0, 7.0],
     "batch_size": [256, 512, 1024, 2048],
@@ -33,6 +46,20 @@ KNOBS = {  # in search order: the step size first, it interacts with everything 
     "ema": [0.0, 0.99, 0.999],
     "schedule": ["constant", "cosine"],
     "width": [16, 32],
+}
+# Federated: the CPU profile's 10-hospital "as claimed" cell (20 rounds × 1 local epoch, batch 32, Adam 1e-3,
+# C = 7) with plain aggregation (SecAgg+ adds the same updates exactly up to its fixed-point rounding, and
+# needs `cryptography`, which an offline GPU image may lack), and variants that move the knobs the
+# centralized search shows matter. Each hospital still spends (ε, δ) on its own records.
+FEDERATED = {
+    "naive": {},
+    "b128-c1": dict(batch_size=128, clip=1.0),
+    "b128-c1-lr3e-3": dict(batch_size=128, clip=1.0, lr=3e-3),
+    "b256-c1-lr3e-3": dict(batch_size=256, clip=1.0, lr=3e-3),
+    "b64-c1-lr2e-3": dict(batch_size=64, clip=1.0, lr=2e-3),
+    "b128-c1-lr3e-3-k4": dict(batch_size=128, clip=1.0, lr=3e-3, multiplicity=4),
+    "b256-c1-lr3e-3-k4": dict(batch_size=256, clip=1.0, lr=3e-3, multiplicity=4),
+    "b256-c1-lr3e-3-k4-r40": dict(batch_size=256, clip=1.0, lr=3e-3, multiplicity=4, rounds=40),
 }
 
 
@@ -46,49 +73,166 @@ def knob_value(recipe: DPRecipe, knob: str):
     return (recipe.optimizer, recipe.lr) if knob == "optimizer_lr" else getattr(recipe, knob)
 
 
-def run(recipe: DPRecipe, args, seed: int = 0) -> dict:
-    scale = dict(train_subset=1000, eval_subset=500) if args.scale == "tiny" else {}
-    if args.scale == "tiny":
-        recipe = recipe.replace(epochs=min(recipe.epochs, 2), batch_size=min(recipe.batch_size, 250))
+def federated_experiment(variant: str, seed: int, tiny: bool = False):
+    from fedmedlib import fl
+    from fedmedlib.config import CPU
+
+    overrides = dict(FEDERATED[variant])
+    if tiny:
+        overrides.update(train_subset=400, eval_subset=200, rounds=1)
+    return fl.Experiment.from_profile(CPU, n_clients=10, scheme="paper", dp="dpsgd", aggregator="plain",
+                                      seed=seed, **overrides)
+
+
+def _job(kind: str, spec: dict, device: str, tiny: bool) -> dict:
+    """One trial in a worker process: a centralized recipe or a federated variant; returns its summary line."""
+    import torch
+
+    torch.set_num_threads(1)  # many workers share the cores; each one's hot loop is a single thread
     t0 = time.time()
-    r = dp_recipe(recipe, seed=seed, device=args.device, progress=False, save_result=args.scale != "tiny", **scale)
-    print(json.dumps(dict(recipe=recipe.name, seed=seed, val=round(r["val_accuracy_best"], 4),
-                          eps=round(r["epsilon_spent"], 3), z=round(r["noise_multiplier"], 3),
-                          s=round(time.time() - t0))), flush=True)
-    return r
+    if kind == "recipe":
+        from fedmedlib.dprecipe import dp_recipe
+
+        recipe, scale = DPRecipe(**spec["recipe"]), {}
+        if tiny:
+            recipe = recipe.replace(epochs=1, batch_size=min(recipe.batch_size, 100))
+            scale = dict(train_subset=400, eval_subset=200)
+        r = dp_recipe(recipe, seed=spec["seed"], device=device, progress=False, save_result=not tiny, **scale)
+        line = dict(kind=kind, name=recipe.name, seed=spec["seed"], val=r["val_accuracy_best"],
+                    test=r["test_accuracy_at_best_val"], eps=r["epsilon_spent"], z=r["noise_multiplier"])
+    else:
+        from fedmedlib.fl import federated
+
+        exp = federated_experiment(spec["variant"], spec["seed"], tiny)
+        r = federated(exp, profile="quick" if tiny else "cpu", device=device, progress=False, engine="auto")
+        line = dict(kind=kind, name=spec["variant"], seed=spec["seed"], val=r["val_accuracy_best"],
+                    test=r["test_accuracy_at_best_val"], eps=r["rounds"][-1].get("epsilon"),
+                    engine=r.get("engine"), hash=exp.hash())
+    line["seconds"] = round(time.time() - t0, 1)
+    return line
 
 
-def search(args) -> DPRecipe:
-    best, best_val = START, run(START, args)["val_accuracy_best"]
+class Pool:
+    """Runs batches of trials in worker processes; stops submitting once the time budget is spent."""
+
+    def __init__(self, args):
+        import multiprocessing
+
+        self.args, self.started, self.lines = args, time.time(), []
+        # 'spawn': CUDA cannot be re-initialised in a forked child
+        self.executor = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
+
+    def over_budget(self) -> bool:
+        return bool(self.args.budget_minutes) and (time.time() - self.started) / 60 > self.args.budget_minutes
+
+    def run(self, jobs: list[tuple[str, dict]]) -> list[dict | None]:
+        """Each job's summary line (None where the budget stopped it from starting), in the order given."""
+        out: list[dict | None] = [None] * len(jobs)
+        pending, queue = {}, list(enumerate(jobs))
+        while queue or pending:
+            while queue and len(pending) < self.args.jobs and not self.over_budget():
+                i, (kind, spec) = queue.pop(0)
+                pending[self.executor.submit(_job, kind, spec, self.args.device, self.args.scale == "tiny")] = i
+            if not pending:
+                print(f"budget of {self.args.budget_minutes} min spent: {len(queue)} trials not started",
+                      flush=True)
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = pending.pop(future)
+                try:
+                    out[i] = future.result()
+                except Exception as error:  # one broken trial must not take the others down with it
+                    print(f"TRIAL FAILED {jobs[i]}: {type(error).__name__}: {error}", flush=True)
+                    continue
+                self.lines.append(out[i])
+                print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out[i].items()}),
+                      flush=True)
+        return out
+
+
+def recipe_job(recipe: DPRecipe, seed: int = 0) -> tuple[str, dict]:
+    return "recipe", dict(recipe=recipe.to_dict(), seed=seed)
+
+
+def search_trials() -> list[DPRecipe]:
+    return [START] + [with_knob(START, k, v).replace(name=f"search:{k}={v}")
+                      for k, values in KNOBS.items() for v in values if v != knob_value(START, k)]
+
+
+def search(pool: Pool, lines: list[dict | None] | None = None) -> DPRecipe | None:
+    """One-knob-at-a-time trials around START (their summary `lines` if already run), then their combination;
+    None if the budget cut it short."""
+    trials = search_trials()
+    lines = lines if lines is not None else pool.run([recipe_job(t) for t in trials])
+    if any(line is None for line in lines):
+        return None
+    val = {t.name: line["val"] for t, line in zip(trials, lines)}
+    combined = START.replace(name="search:combined")
     for knob, values in KNOBS.items():
-        for value in values:
-            if value == knob_value(best, knob):
-                continue
-            trial = with_knob(best, knob, value).replace(name=f"search:{knob}={value}")
-            val = run(trial, args)["val_accuracy_best"]
-            if val > best_val:
-                best, best_val = trial, val
-    print("WINNER", json.dumps(best.replace(name="tuned").to_dict()), round(best_val, 4), flush=True)
+        options = [(val["start"] if v == knob_value(START, knob) else val[f"search:{knob}={v}"], v) for v in values]
+        combined = with_knob(combined, knob, max(options, key=lambda o: o[0])[1])
+    if all(combined.replace(name=t.name) != t for t in trials):
+        (line,) = pool.run([recipe_job(combined)])
+        if line is None:
+            return None
+        trials, val = trials + [combined], dict(val, **{combined.name: line["val"]})
+    best = max(trials, key=lambda t: val[t.name])
+    print("WINNER", json.dumps(best.to_dict()), round(val[best.name], 4), flush=True)
     return best.replace(name="tuned")
+
+
+def later_jobs(winner: DPRecipe, stages: set, seeds: list[int]) -> list[tuple[str, dict]]:
+    jobs = []
+    if "final" in stages:
+        jobs += [recipe_job(r, s) for s in seeds for r in (winner, NAIVE)]
+    if "ablation" in stages:
+        jobs += [recipe_job(with_knob(winner, k, knob_value(NAIVE, k)).replace(name=f"ablation:{k}={knob_value(NAIVE, k)}"))
+                 for k in KNOBS if knob_value(NAIVE, k) != knob_value(winner, k)]
+    return jobs
+
+
+def federated_jobs(pool: Pool, seeds: list[int], first: list[dict | None] | None = None) -> list:
+    """Seed 0 of every variant; then the best one (by validation) and the naive one over the other seeds."""
+    lines = first if first is not None else pool.run([("federated", dict(variant=v, seed=0)) for v in FEDERATED])
+    if any(line is None for line in lines):
+        return []
+    best = max(lines, key=lambda line: line["val"])["name"]
+    print("FEDERATED WINNER", best, flush=True)
+    return [("federated", dict(variant=v, seed=s)) for s in seeds if s != 0 for v in dict.fromkeys((best, "naive"))]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=["search", "ablation", "final"], required=True)
+    parser.add_argument("--stage", choices=["search", "ablation", "final", "federated", "all"], required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--scale", choices=["full", "tiny"], default="full")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--budget-minutes", type=float, default=None, help="submit no new trial after this")
     args = parser.parse_args()
-    winner = search(args)  # cached: re-reading the search costs nothing once it has run
-    if args.stage == "ablation":
-        for knob in KNOBS:
-            naive_value = knob_value(NAIVE, knob)
-            if naive_value != knob_value(winner, knob):
-                run(with_knob(winner, knob, naive_value).replace(name=f"ablation:{knob}={naive_value}"), args)
-    elif args.stage == "final":
-        for seed in args.seeds:
-            run(winner, args, seed)
-            run(NAIVE, args, seed)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    pool = Pool(args)
+    stages = {"search", "final", "ablation", "federated"} if args.stage == "all" else {args.stage}
+    try:
+        if stages == {"federated"}:
+            pool.run(federated_jobs(pool, args.seeds))
+            return
+        # The search and the federated variants' seed 0 share the first batch: neither depends on the other.
+        fed_first = [("federated", dict(variant=v, seed=0)) for v in FEDERATED] if "federated" in stages else []
+        trials = search_trials()
+        first = pool.run([recipe_job(t) for t in trials] + fed_first)
+        winner = search(pool, first[:len(trials)])
+        later = federated_jobs(pool, args.seeds, first[len(trials):]) if fed_first else []
+        if winner is not None:
+            later = later_jobs(winner, stages, args.seeds) + later
+        elif stages - {"search", "federated"}:
+            print("the search did not finish within the budget: final and ablation wait for it", flush=True)
+        pool.run(later)
+    finally:
+        pool.executor.shutdown(wait=True)
+        print(f"total {(time.time() - pool.started) / 60:.1f} min, {len(pool.lines)} trials", flush=True)
 
 
 if __name__ == "__main__":
