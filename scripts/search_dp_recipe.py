@@ -13,6 +13,10 @@ any stage resumes where it stopped, and a later stage re-reads the earlier ones 
              over (clip, batch, step size, multiplicity, rounds) at seed 0; the variant with the best validation
              accuracy and the naive one then run over --seeds
   all        search, then final + ablation + federated
+  continue   the plan after a search cut short by its budget (what happened on 2026-11-27: a 15-minute H200 loan
+             finished 3 of the search's 20 trials, and START itself was not among them): the winner is the best
+             trial that did finish (`finished_winner`); then final seeds, the federated variants (FEDERATED_CPU,
+             cheap enough for 2 CPU cores) and the ablation knobs of ABLATION_CPU, in that order of priority
 
     python scripts/search_dp_recipe.py --stage all [--device cuda] [--jobs 12] [--budget-minutes 8]
     python scripts/search_dp_recipe.py --stage final --seeds 0 1 2 --scale tiny     # pipeline check only
@@ -61,6 +65,10 @@ FEDERATED = {
     "b256-c1-lr3e-3-k4": dict(batch_size=256, clip=1.0, lr=3e-3, multiplicity=4),
     "b256-c1-lr3e-3-k4-r40": dict(batch_size=256, clip=1.0, lr=3e-3, multiplicity=4, rounds=40),
 }
+
+# What 2 CPU cores can afford after a cut-short search (about 20 min per 30-epoch k = 1 trial per core):
+FEDERATED_CPU = ("naive", "b256-c1-lr3e-3", "b128-c1-lr3e-3", "b64-c1-lr2e-3")
+ABLATION_CPU = ("ema", "clip", "optimizer_lr", "batch_size")  # START's named techniques, most telling first
 
 
 def with_knob(recipe: DPRecipe, knob: str, value) -> DPRecipe:
@@ -182,6 +190,23 @@ def search(pool: Pool, lines: list[dict | None] | None = None) -> DPRecipe | Non
     return best.replace(name="tuned")
 
 
+def finished_winner() -> DPRecipe:
+    """The best (validation) of the search trials that have a result; raises if none has."""
+    from fedmedlib.dprecipe import dp_recipe
+
+    done = []
+    for trial in search_trials():
+        try:
+            done.append((dp_recipe(trial, allow_run=False)["val_accuracy_best"], trial))
+        except FileNotFoundError:
+            continue
+    if not done:
+        raise SystemExit("no search trial has finished yet: run --stage search first")
+    val, best = max(done, key=lambda d: d[0])
+    print(f"WINNER of the {len(done)} finished search trials: {best.name} (val {val:.4f})", flush=True)
+    return best.replace(name="tuned")
+
+
 def later_jobs(winner: DPRecipe, stages: set, seeds: list[int]) -> list[tuple[str, dict]]:
     jobs = []
     if "final" in stages:
@@ -204,7 +229,8 @@ def federated_jobs(pool: Pool, seeds: list[int], first: list[dict | None] | None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=["search", "ablation", "final", "federated", "all"], required=True)
+    parser.add_argument("--stage", choices=["search", "ablation", "final", "federated", "all", "continue"],
+                        required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--scale", choices=["full", "tiny"], default="full")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -216,6 +242,15 @@ def main() -> None:
     pool = Pool(args)
     stages = {"search", "final", "ablation", "federated"} if args.stage == "all" else {args.stage}
     try:
+        if args.stage == "continue":
+            winner = finished_winner()
+            fed = [("federated", dict(variant=v, seed=0)) for v in FEDERATED_CPU]
+            first = pool.run([recipe_job(r, s) for s in args.seeds if s != 0 for r in (winner,)]
+                             + [recipe_job(NAIVE, s) for s in args.seeds] + fed)
+            ablation = [recipe_job(with_knob(winner, k, knob_value(NAIVE, k)).replace(
+                name=f"ablation:{k}={knob_value(NAIVE, k)}")) for k in ABLATION_CPU]
+            pool.run(federated_jobs(pool, args.seeds, first[-len(fed):]) + ablation)
+            return
         if stages == {"federated"}:
             pool.run(federated_jobs(pool, args.seeds))
             return
