@@ -13,10 +13,12 @@ any stage resumes where it stopped, and a later stage re-reads the earlier ones 
              over (clip, batch, step size, multiplicity, rounds) at seed 0; the variant with the best validation
              accuracy and the naive one then run over --seeds
   all        search, then final + ablation + federated
+  curve      the winner (of the finished trials) and the naive recipe at CURVE_EPSILONS, seed 0
   continue   the plan after a search cut short by its budget (what happened on 2026-11-27: a 15-minute H200 loan
              finished 3 of the search's 20 trials, and START itself was not among them): the winner is the best
-             trial that did finish (`finished_winner`); then final seeds, the federated variants (FEDERATED_CPU,
-             cheap enough for 2 CPU cores) and the ablation knobs of ABLATION_CPU, in that order of priority
+             trial that did finish (`finished_winner`); then final seeds, the federated variants (FEDERATED_CPU),
+             the ablation knobs of ABLATION_CPU and the curve points of CURVE_CPU, in that order of priority:
+             what 2 CPU cores can run in about 100 minutes
 
     python scripts/search_dp_recipe.py --stage all [--device cuda] [--jobs 12] [--budget-minutes 8]
     python scripts/search_dp_recipe.py --stage final --seeds 0 1 2 --scale tiny     # pipeline check only
@@ -37,6 +39,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from fedmedlib.dprecipe import DPRecipe
+from fedmedlib.privacy import PAPER_EPSILON
 
 NAIVE = DPRecipe("naive")  # what chapter 3 ran: Adam 1e-3, batch 128, 15 epochs, C = 7, no augmentation
 START = DPRecipe("start", batch_size=1024, epochs=30, optimizer="sgd", lr=2.0, momentum=0.9, schedule="cosine",
@@ -51,10 +54,10 @@ KNOBS = {  # every knob the DP literature names, with START's value among the ca
     "schedule": ["constant", "cosine"],
     "width": [16, 32],
 }
-# Federated: the CPU profile's 10-hospital "as claimed" cell (20 rounds × 1 local epoch, batch 32, Adam 1e-3,
-# C = 7) with plain aggregation (SecAgg+ adds the same updates exactly up to its fixed-point rounding, and
-# needs `cryptography`, which an offline GPU image may lack), and variants that move the knobs the
-# centralized search shows matter. Each hospital still spends (ε, δ) on its own records.
+# Federated: the CPU profile's 10-hospital "as claimed" grid cell (20 rounds × 1 local epoch, batch 32, Adam 1e-3,
+# C = 7, SecAgg+) is the naive variant — the same experiment, so its three seeds are already in results/ —
+# and variants that move the knobs the centralized search shows matter. Each hospital still spends (ε, δ) on
+# its own records. (The FL engine trains with a fresh Adam per round, so SGD/momentum/EMA do not carry over.)
 FEDERATED = {
     "naive": {},
     "b128-c1": dict(batch_size=128, clip=1.0),
@@ -66,9 +69,12 @@ FEDERATED = {
     "b256-c1-lr3e-3-k4-r40": dict(batch_size=256, clip=1.0, lr=3e-3, multiplicity=4, rounds=40),
 }
 
+EPSILON = PAPER_EPSILON  # the paper's ε = 6 (δ = PAPER_DELTA = 1.9e-4) for everything but the curve
+CURVE_EPSILONS = (1.0, 2.0, 8.0)  # with ε = 6 from the final stage: the tuned and naive privacy-utility curves
 # What 2 CPU cores can afford after a cut-short search (about 20 min per 30-epoch k = 1 trial per core):
-FEDERATED_CPU = ("naive", "b256-c1-lr3e-3", "b128-c1-lr3e-3", "b64-c1-lr2e-3")
-ABLATION_CPU = ("ema", "clip", "optimizer_lr", "batch_size")  # START's named techniques, most telling first
+FEDERATED_CPU = ("naive", "b256-c1-lr3e-3", "b128-c1-lr3e-3")  # naive: cached grid cells
+ABLATION_CPU = ("ema", "clip", "optimizer_lr")  # START's named techniques, most telling first
+CURVE_CPU = (2.0, 1.0)  # the curve's points that fit, after everything above
 
 
 def with_knob(recipe: DPRecipe, knob: str, value) -> DPRecipe:
@@ -88,7 +94,7 @@ def federated_experiment(variant: str, seed: int, tiny: bool = False):
     overrides = dict(FEDERATED[variant])
     if tiny:
         overrides.update(train_subset=400, eval_subset=200, rounds=1)
-    return fl.Experiment.from_profile(CPU, n_clients=10, scheme="paper", dp="dpsgd", aggregator="plain",
+    return fl.Experiment.from_profile(CPU, n_clients=10, scheme="paper", dp="dpsgd", aggregator="secagg",
                                       seed=seed, **overrides)
 
 
@@ -105,8 +111,10 @@ def _job(kind: str, spec: dict, device: str, tiny: bool) -> dict:
         if tiny:
             recipe = recipe.replace(epochs=1, batch_size=min(recipe.batch_size, 100))
             scale = dict(train_subset=400, eval_subset=200)
-        r = dp_recipe(recipe, seed=spec["seed"], device=device, progress=False, save_result=not tiny, **scale)
-        line = dict(kind=kind, name=recipe.name, seed=spec["seed"], val=r["val_accuracy_best"],
+        r = dp_recipe(recipe, seed=spec["seed"], device=device, progress=False, save_result=not tiny,
+                      epsilon=spec.get("epsilon", EPSILON), **scale)
+        line = dict(kind=kind, name=recipe.name, seed=spec["seed"], target=spec.get("epsilon", EPSILON),
+                    val=r["val_accuracy_best"],
                     test=r["test_accuracy_at_best_val"], eps=r["epsilon_spent"], z=r["noise_multiplier"])
     else:
         from fedmedlib.fl import federated
@@ -159,8 +167,8 @@ class Pool:
         return out
 
 
-def recipe_job(recipe: DPRecipe, seed: int = 0) -> tuple[str, dict]:
-    return "recipe", dict(recipe=recipe.to_dict(), seed=seed)
+def recipe_job(recipe: DPRecipe, seed: int = 0, epsilon: float | None = None) -> tuple[str, dict]:
+    return "recipe", dict(recipe=recipe.to_dict(), seed=seed, epsilon=EPSILON if epsilon is None else epsilon)
 
 
 def search_trials() -> list[DPRecipe]:
@@ -229,7 +237,7 @@ def federated_jobs(pool: Pool, seeds: list[int], first: list[dict | None] | None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=["search", "ablation", "final", "federated", "all", "continue"],
+    parser.add_argument("--stage", choices=["search", "ablation", "final", "federated", "all", "continue", "curve"],
                         required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--scale", choices=["full", "tiny"], default="full")
@@ -249,7 +257,12 @@ def main() -> None:
                              + [recipe_job(NAIVE, s) for s in args.seeds] + fed)
             ablation = [recipe_job(with_knob(winner, k, knob_value(NAIVE, k)).replace(
                 name=f"ablation:{k}={knob_value(NAIVE, k)}")) for k in ABLATION_CPU]
-            pool.run(federated_jobs(pool, args.seeds, first[-len(fed):]) + ablation)
+            curve = [recipe_job(r, 0, e) for e in CURVE_CPU for r in (winner, NAIVE)]
+            pool.run(federated_jobs(pool, args.seeds, first[-len(fed):]) + ablation + curve)
+            return
+        if args.stage == "curve":
+            winner = finished_winner()
+            pool.run([recipe_job(r, 0, e) for e in CURVE_EPSILONS for r in (winner, NAIVE)])
             return
         if stages == {"federated"}:
             pool.run(federated_jobs(pool, args.seeds))
