@@ -62,8 +62,11 @@ def _count(n_clients, scheme, seed, train_subset, eval_subset, local_epochs) -> 
     return local_epochs * sum(len(h.train_idx) for h in fed.hospitals), len(fed.val_idx) + len(fed.x_test)
 
 
-def probe(profile, hospitals: int, images: int, device: str) -> dict:
-    """Seconds per training+evaluation image of each (dp mode, engine), from round 2 of a 2-round run."""
+def probe(profile, hospitals: int, images: int, device: str, log: str | None = None, info: dict | None = None) -> dict:
+    """Seconds per training+evaluation image of each (dp mode, engine), from round 2 of a 2-round run.
+
+    Each measurement is appended to `log` as soon as it is taken: a time limit that cuts the probe short
+    (as one did on 2026-11-27, in the DP-SGD parallel run) then still leaves the ones it finished on record."""
     from fedmedlib import fl, plugs
 
     out = {}
@@ -77,6 +80,13 @@ def probe(profile, hospitals: int, images: int, device: str) -> dict:
                                  engine=engine)
             seconds = r["rounds"][1]["seconds"]
             out[f"{dp}/{engine}"] = dict(seconds_per_round=seconds, images_per_s=(train + evaluated) / seconds)
+            if log:
+                from fedmedlib.provenance import provenance
+
+                _record(log, dict(kind="probe_row", **(info or {}), profile=profile.name, dp=dp, engine=engine,
+                                  hospitals=hospitals, train_subset=images, eval_subset=images // 3,
+                                  images_per_round=train + evaluated, **out[f"{dp}/{engine}"],
+                                  provenance=provenance(device)))
             print(f"probe dp={dp:<6} {engine:<10} {seconds:7.2f} s/round  {(train + evaluated) / seconds:8.0f} "
                   "images/s", flush=True)
     return out
@@ -121,7 +131,7 @@ def main() -> None:
     todo = [e for e in cells if not result_path("federated", dict(e.to_dict(), profile=profile.name)).is_file()]
     engines = {"none": args.engine, "dpsgd": args.engine}
     if args.engine == "probe":
-        measured = probe(profile, max(args.hospitals), args.probe_images, args.device)
+        measured = probe(profile, max(args.hospitals), args.probe_images, args.device, args.log, info)
         engines = {dp: max(("sequential", "parallel"), key=lambda e: measured[f"{dp}/{e}"]["images_per_s"])
                    for dp in ("none", "dpsgd")}
         per_image = {dp: 1 / measured[f"{dp}/{engines[dp]}"]["images_per_s"] for dp in engines}
