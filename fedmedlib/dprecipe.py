@@ -67,6 +67,13 @@ class DPRecipe:
         return dataclasses.asdict(self)
 
 
+def tuned() -> DPRecipe:
+    """The tuned recipe of `fedmedlib.config.DP_TUNED` (each value's reason: config.DP_TUNED_REASONS)."""
+    from .config import DP_TUNED
+
+    return DPRecipe("tuned", **DP_TUNED)
+
+
 def plan(recipe: DPRecipe, n_records: int, epsilon: float, delta: float) -> dict:
     """(q, steps, z) of `recipe` on `n_records`: Poisson rate q = 1 / ⌈N/B⌉ (Opacus' convention), epochs·⌈N/B⌉
     steps, and the smallest noise multiplier z that keeps all of them within (ε, δ)."""

@@ -186,8 +186,12 @@ def search(pool: Pool, lines: list[dict | None] | None = None) -> DPRecipe | Non
     val = {t.name: line["val"] for t, line in zip(trials, lines)}
     combined = START.replace(name="search:combined")
     for knob, values in KNOBS.items():
-        options = [(val["start"] if v == knob_value(START, knob) else val[f"search:{knob}={v}"], v) for v in values]
-        combined = with_knob(combined, knob, max(options, key=lambda o: o[0])[1])
+        # a knob moves from START's value only for a strictly better validation accuracy (ties keep START's)
+        best_val, best_value = val["start"], knob_value(START, knob)
+        for v in values:
+            if v != knob_value(START, knob) and val[f"search:{knob}={v}"] > best_val:
+                best_val, best_value = val[f"search:{knob}={v}"], v
+        combined = with_knob(combined, knob, best_value)
     if all(combined.replace(name=t.name) != t for t in trials):
         (line,) = pool.run([recipe_job(combined)])
         if line is None:

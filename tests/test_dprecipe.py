@@ -108,3 +108,21 @@ def test_ema_warms_up_so_early_averages_follow_the_weights():
     assert torch.allclose(avg.weight, torch.full_like(avg.weight, 0.9))
     dprecipe._ema_update(avg, net, 0.5, step=10_000)  # late: the requested decay
     assert torch.allclose(avg.weight, torch.full_like(avg.weight, 0.95))
+
+
+def test_the_tuned_preset_is_a_valid_reasoned_recipe_that_spends_at_most_epsilon_6():
+    from fedmedlib.config import DP_TUNED, DP_TUNED_REASONS
+
+    recipe = dprecipe.tuned()
+    fields = set(recipe.to_dict()) - {"name"}
+    assert set(DP_TUNED) == fields == set(DP_TUNED_REASONS)  # every knob set, every value explained
+    assert all(len(reason) > 20 for reason in DP_TUNED_REASONS.values())
+    p = dprecipe.plan(recipe, 11959, 6.0, 1.9e-4)  # the full BloodMNIST training set
+    assert (p["steps_per_epoch"], p["steps"]) == (12, 360)
+    assert privacy.epsilon(p["noise_multiplier"], 1.9e-4, p["sample_rate"], p["steps"]) <= 6.0
+    # an accountant from another library agrees that (z, q, steps) stays within the budget (PLD, Google)
+    dp_accounting = pytest.importorskip("dp_accounting")
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(p["sample_rate"], dp_accounting.GaussianDpEvent(p["noise_multiplier"])),
+        p["steps"])
+    assert dp_accounting.pld.PLDAccountant().compose(event).get_epsilon(1.9e-4) <= 6.0 * 1.01

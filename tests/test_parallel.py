@@ -108,3 +108,37 @@ def test_existing_result_hashes_are_unchanged_and_bf16_is_hashed():
     assert bf16.to_dict()["precision"] == "bf16" and bf16.hash() != exp.hash()
     with pytest.raises(ValueError, match="precision 'fp16'"):
         fl.Experiment(precision="fp16")
+
+
+def test_augmentation_multiplicity_in_federated_dpsgd(real_data_root):
+    # hashed only when used, so every committed result keeps its file name
+    assert "multiplicity" not in tiny(dp="dpsgd").to_dict()
+    assert tiny(dp="dpsgd", multiplicity=2).hash() != tiny(dp="dpsgd").hash()
+    with pytest.raises(ValueError, match="needs dp='dpsgd'"):
+        tiny(multiplicity=2)
+    with pytest.raises(ValueError, match="multiplicity must be an integer >= 1"):
+        tiny(dp="dpsgd", multiplicity=0)
+    # the vmap engine has no copies: 'auto' falls back to sequential even on a GPU, 'parallel' refuses
+    net = tiny().model
+    from fedmedlib.models import build_model
+
+    model = build_model(net, width=8)
+    assert parallel.resolve_engine("auto", model, torch.device("cuda"), multiplicity=2) == "sequential"
+    assert parallel.resolve_engine("auto", model, torch.device("cuda"), multiplicity=1) == "parallel"
+    with pytest.raises(ValueError, match="no augmentation multiplicity"):
+        parallel.resolve_engine("parallel", model, torch.device("cpu"), multiplicity=2)
+    with pytest.raises(ValueError, match="needs backend='fast'"):
+        dpsgd.RecordLevelDP(100, rounds=1, backend="opacus", multiplicity=2)
+    # same noise calibration and ε spent with k = 2 copies; the copies change what is learned
+    runs = {}
+    for k in (1, 2):
+        exp = tiny(dp="dpsgd", multiplicity=k, rounds=1)
+        private, aggregator = make_plugs(exp)
+        runs[k] = fl.run_federated(exp, root=real_data_root, device="cpu", private=private, aggregator=aggregator,
+                                   engine="auto")
+        assert runs[k]["engine"] == "sequential"
+        runs[k]["z"] = [h.noise_multiplier for h in private.hospitals.values()]
+        runs[k]["k"] = [h.multiplicity for h in private.hospitals.values()]
+    assert runs[1]["z"] == runs[2]["z"] and runs[2]["k"] == [2, 2, 2]
+    assert runs[1]["rounds"][-1]["epsilon"] == runs[2]["rounds"][-1]["epsilon"] <= 6.0
+    assert runs[1]["rounds"][-1]["val_loss"] != runs[2]["rounds"][-1]["val_loss"]

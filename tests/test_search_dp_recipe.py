@@ -1,0 +1,84 @@
+"""The DP-recipe search's logic (scripts/search_dp_recipe.py) on a fake pool: no training, exact bookkeeping."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "search_dp_recipe.py"
+
+
+@pytest.fixture()
+def search():
+    spec = importlib.util.spec_from_file_location("search_dp_recipe", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakePool:
+    """Scores a recipe job by a rule instead of training; records what it was asked to run."""
+
+    def __init__(self, score, budget_after=None):
+        self.score, self.asked, self.budget_after = score, [], budget_after
+
+    def run(self, jobs):
+        out = []
+        for kind, spec in jobs:
+            if self.budget_after is not None and len(self.asked) >= self.budget_after:
+                out.append(None)
+                continue
+            self.asked.append(spec)
+            out.append(dict(kind=kind, name=spec["recipe"]["name"], val=self.score(spec["recipe"])))
+        return out
+
+
+def test_search_tries_each_knob_around_start_then_combines_each_knobs_best(search):
+    # validation rewards clip 0.5 and 60 epochs, independently: the combination must carry both
+    score = lambda r: 0.5 + 0.1 * (r["clip"] == 0.5) + 0.2 * (r["epochs"] == 60)  # noqa: E731
+    pool = FakePool(score)
+    winner = search.search(pool)
+    one_at_a_time = 1 + sum(len(v) - 1 for v in search.KNOBS.values())  # START + every other value of each knob
+    assert len(pool.asked) == one_at_a_time + 1  # then the combination
+    assert pool.asked[-1]["recipe"]["name"] == "search:combined"
+    assert (winner.clip, winner.epochs, winner.name) == (0.5, 60, "tuned")
+    assert winner.replace(clip=1.0, epochs=30) == search.START.replace(name="tuned")  # other knobs untouched
+
+
+def test_search_reports_no_winner_when_the_budget_stops_it(search):
+    assert search.search(FakePool(lambda r: 0.5, budget_after=5)) is None
+
+
+def test_a_combination_equal_to_a_tried_recipe_is_not_run_twice(search):
+    pool = FakePool(lambda r: 0.9 if r["clip"] == 2.0 else 0.5)
+    winner = search.search(pool)
+    assert winner.clip == 2.0 and [s["recipe"]["name"] for s in pool.asked].count("search:combined") == 0
+
+
+def test_finished_winner_is_the_best_validation_among_cached_trials(search, tmp_path, monkeypatch):
+    from fedmedlib import results
+    from fedmedlib.privacy import PAPER_DELTA, PAPER_EPSILON
+
+    monkeypatch.setenv("FEDMED_RESULTS", str(tmp_path))
+    with pytest.raises(SystemExit, match="no search trial has finished"):
+        search.finished_winner()
+    trials = search.search_trials()
+    for trial, val in ((trials[0], 0.7), (trials[3], 0.9), (trials[7], 0.8)):
+        settings = {k: v for k, v in trial.to_dict().items() if k != "name"}
+        key = dict(kind="dp_recipe", recipe=settings, seed=0, epsilon=PAPER_EPSILON, delta=PAPER_DELTA,
+                   train_subset=None, eval_subset=None)
+        results.save(dict(config=key, seed=0, provenance={}, wall_time_s=1.0, val_accuracy_best=val),
+                     "dp_recipe", key)
+    assert search.finished_winner() == trials[3].replace(name="tuned")
+    assert json.loads(next(tmp_path.glob("dp_recipe-*.json")).read_text())["seed"] == 0
+
+
+def test_federated_naive_variant_is_the_grids_as_claimed_cell(search):
+    from fedmedlib import grid
+    from fedmedlib.config import CPU
+
+    (cell,) = [e for _, e in grid.cells(CPU, parts=("table",), hospitals=[10], schemes=["paper"],
+                                        columns=["as_claimed"], seeds=[1])]
+    assert search.federated_experiment("naive", 1).hash() == cell.hash()
+    assert search.federated_experiment("b128-c1-lr3e-3-k4", 0).multiplicity == 4
