@@ -39,63 +39,10 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from fedmedlib.dprecipe import DPRecipe
-from fedmedlib.privacy import PAPER_EPSILON
-
-NAIVE = DPRecipe("naive")  # what chapter 3 ran: Adam 1e-3, batch 128, 15 epochs, C = 7, no augmentation
-START = DPRecipe("start", batch_size=1024, epochs=30, optimizer="sgd", lr=2.0, momentum=0.9, schedule="cosine",
-                 clip=1.0, multiplicity=4, ema=0.999)
-KNOBS = {  # every knob the DP literature names, with START's value among the candidates
-    "optimizer_lr": [("adam", 1e-3), ("adam", 3e-3), ("sgd", 0.5), ("sgd", 1.0), ("sgd", 2.0), ("sgd", 4.0)],
-    "clip": [0.5, 1.0, 2.0, 7.0],
-    "batch_size": [256, 512, 1024, 2048],
-    "epochs": [15, 30, 60],
-    "multiplicity": [1, 4, 8],
-    "ema": [0.0, 0.99, 0.999],
-    "schedule": ["constant", "cosine"],
-    "width": [16, 32],
-}
-# Federated: the CPU profile's 10-hospital "as claimed" grid cell (20 rounds × 1 local epoch, batch 32, Adam 1e-3,
-# C = 7, SecAgg+) is the naive variant — the same experiment, so its three seeds are already in results/ —
-# and variants that move the knobs the centralized search shows matter. Each hospital still spends (ε, δ) on
-# its own records. (The FL engine trains with a fresh Adam per round, so SGD/momentum/EMA do not carry over.)
-FEDERATED = {
-    "naive": {},
-    "b128-c1": dict(batch_size=128, clip=1.0),
-    "b128-c1-lr3e-3": dict(batch_size=128, clip=1.0, lr=3e-3),
-    "b256-c1-lr3e-3": dict(batch_size=256, clip=1.0, lr=3e-3),
-    "b64-c1-lr2e-3": dict(batch_size=64, clip=1.0, lr=2e-3),
-    "b128-c1-lr3e-3-k4": dict(batch_size=128, clip=1.0, lr=3e-3, multiplicity=4),
-    "b256-c1-lr3e-3-k4": dict(batch_size=256, clip=1.0, lr=3e-3, multiplicity=4),
-    "b256-c1-lr3e-3-k4-r40": dict(batch_size=256, clip=1.0, lr=3e-3, multiplicity=4, rounds=40),
-}
-
-EPSILON = PAPER_EPSILON  # the paper's ε = 6 (δ = PAPER_DELTA = 1.9e-4) for everything but the curve
-CURVE_EPSILONS = (1.0, 2.0, 8.0)  # with ε = 6 from the final stage: the tuned and naive privacy-utility curves
-# What 2 CPU cores can afford after a cut-short search (about 20 min per 30-epoch k = 1 trial per core):
-FEDERATED_CPU = ("naive", "b256-c1-lr3e-3", "b128-c1-lr3e-3")  # naive: cached grid cells
-ABLATION_CPU = ("ema", "clip", "optimizer_lr")  # START's named techniques, most telling first
-CURVE_CPU = (2.0, 1.0)  # the curve's points that fit, after everything above
-
-
-def with_knob(recipe: DPRecipe, knob: str, value) -> DPRecipe:
-    if knob == "optimizer_lr":
-        return recipe.replace(optimizer=value[0], lr=value[1])
-    return recipe.replace(**{knob: value})
-
-
-def knob_value(recipe: DPRecipe, knob: str):
-    return (recipe.optimizer, recipe.lr) if knob == "optimizer_lr" else getattr(recipe, knob)
-
-
-def federated_experiment(variant: str, seed: int, tiny: bool = False):
-    from fedmedlib import fl
-    from fedmedlib.config import CPU
-
-    overrides = dict(FEDERATED[variant])
-    if tiny:
-        overrides.update(train_subset=400, eval_subset=200, rounds=1)
-    return fl.Experiment.from_profile(CPU, n_clients=10, scheme="paper", dp="dpsgd", aggregator="secagg",
-                                      seed=seed, **overrides)
+from fedmedlib.recipe_search import (ABLATION_CPU, CURVE_CPU, CURVE_EPSILONS, EPSILON, FEDERATED, FEDERATED_CPU, KNOBS,
+                                     NAIVE, START, ablation_trial, federated_experiment, knob_value, search_trials,
+                                     with_knob)
+from fedmedlib.recipe_search import finished_winner as _finished_winner
 
 
 def _job(kind: str, spec: dict, device: str, tiny: bool) -> dict:
@@ -171,11 +118,6 @@ def recipe_job(recipe: DPRecipe, seed: int = 0, epsilon: float | None = None) ->
     return "recipe", dict(recipe=recipe.to_dict(), seed=seed, epsilon=EPSILON if epsilon is None else epsilon)
 
 
-def search_trials() -> list[DPRecipe]:
-    return [START] + [with_knob(START, k, v).replace(name=f"search:{k}={v}")
-                      for k, values in KNOBS.items() for v in values if v != knob_value(START, k)]
-
-
 def search(pool: Pool, lines: list[dict | None] | None = None) -> DPRecipe | None:
     """One-knob-at-a-time trials around START (their summary `lines` if already run), then their combination;
     None if the budget cut it short."""
@@ -203,20 +145,12 @@ def search(pool: Pool, lines: list[dict | None] | None = None) -> DPRecipe | Non
 
 
 def finished_winner() -> DPRecipe:
-    """The best (validation) of the search trials that have a result; raises if none has."""
-    from fedmedlib.dprecipe import dp_recipe
-
-    done = []
-    for trial in search_trials():
-        try:
-            done.append((dp_recipe(trial, allow_run=False)["val_accuracy_best"], trial))
-        except FileNotFoundError:
-            continue
-    if not done:
-        raise SystemExit("no search trial has finished yet: run --stage search first")
-    val, best = max(done, key=lambda d: d[0])
-    print(f"WINNER of the {len(done)} finished search trials: {best.name} (val {val:.4f})", flush=True)
-    return best.replace(name="tuned")
+    try:
+        winner = _finished_winner()
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from error
+    print(f"WINNER of the finished search trials: {winner.to_dict()}", flush=True)
+    return winner
 
 
 def later_jobs(winner: DPRecipe, stages: set, seeds: list[int]) -> list[tuple[str, dict]]:
@@ -224,8 +158,7 @@ def later_jobs(winner: DPRecipe, stages: set, seeds: list[int]) -> list[tuple[st
     if "final" in stages:
         jobs += [recipe_job(r, s) for s in seeds for r in (winner, NAIVE)]
     if "ablation" in stages:
-        jobs += [recipe_job(with_knob(winner, k, knob_value(NAIVE, k)).replace(name=f"ablation:{k}={knob_value(NAIVE, k)}"))
-                 for k in KNOBS if knob_value(NAIVE, k) != knob_value(winner, k)]
+        jobs += [recipe_job(ablation_trial(winner, k)) for k in KNOBS if knob_value(NAIVE, k) != knob_value(winner, k)]
     return jobs
 
 
@@ -259,8 +192,7 @@ def main() -> None:
             fed = [("federated", dict(variant=v, seed=0)) for v in FEDERATED_CPU]
             first = pool.run([recipe_job(r, s) for s in args.seeds if s != 0 for r in (winner,)]
                              + [recipe_job(NAIVE, s) for s in args.seeds] + fed)
-            ablation = [recipe_job(with_knob(winner, k, knob_value(NAIVE, k)).replace(
-                name=f"ablation:{k}={knob_value(NAIVE, k)}")) for k in ABLATION_CPU]
+            ablation = [recipe_job(ablation_trial(winner, k)) for k in ABLATION_CPU]
             curve = [recipe_job(r, 0, e) for e in CURVE_CPU for r in (winner, NAIVE)]
             pool.run(federated_jobs(pool, args.seeds, first[-len(fed):]) + ablation + curve)
             return

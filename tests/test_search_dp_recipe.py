@@ -82,3 +82,27 @@ def test_federated_naive_variant_is_the_grids_as_claimed_cell(search):
                                         columns=["as_claimed"], seeds=[1])]
     assert search.federated_experiment("naive", 1).hash() == cell.hash()
     assert search.federated_experiment("b128-c1-lr3e-3-k4", 0).multiplicity == 4
+
+
+def test_the_preset_is_the_winner_of_the_committed_search_trials():
+    from fedmedlib import dprecipe, recipe_search
+
+    assert recipe_search.finished_winner() == dprecipe.tuned()
+    rows = recipe_search.search_table()
+    assert len(rows) == len(recipe_search.search_trials()) == 20
+    ran = [r for r in rows if r["ran"]]
+    assert len(ran) >= 3 and all(0 < r["val_accuracy"] <= 100 and r["minutes"] > 0 for r in ran)
+    best = max(ran, key=lambda r: r["val_accuracy"])
+    assert (best["knob"], best["value"]) == ("multiplicity", "1")
+
+
+def test_readers_report_what_ran_and_leave_the_rest_empty(tmp_path, monkeypatch):
+    from fedmedlib import recipe_search
+
+    monkeypatch.setenv("FEDMED_RESULTS", str(tmp_path))  # nothing has run here
+    assert recipe_search.curve("tuned") == [] and recipe_search.best_federated_variant() is None
+    assert all(not r["ran"] for r in recipe_search.search_table() + recipe_search.federated_table())
+    assert [(r["setting"], r["n"]) for r in recipe_search.final_table()] == [
+        ("centralized", 0), ("centralized", 0), ("federated, 10 hospitals", 0), ("federated, 10 hospitals", 0)]
+    with pytest.raises(ValueError, match="unknown federated variant"):
+        recipe_search.federated_experiment("b999", 0)
