@@ -116,6 +116,13 @@ def _summary(values: list[float]) -> dict:
     return dict(mean=mean, std=std, n=len(pct))
 
 
+def verdict(row: dict, target: float) -> str:
+    """'meets' or 'misses' `target` (%) by a row's mean, for prose; a row with no seed has not been compared."""
+    if not row["n"]:
+        return "has not yet run, so it is not yet compared with"
+    return "meets" if row["mean"] >= target else "misses"
+
+
 def search_table() -> list[dict]:
     """Every search trial: the knob it moves, its value, validation accuracy (%) or None if it has not run."""
     rows = []
