@@ -40,8 +40,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from fedmedlib.dprecipe import DPRecipe
 from fedmedlib.recipe_search import (ABLATION_CPU, CURVE_CPU, CURVE_EPSILONS, EPSILON, FEDERATED, FEDERATED_CPU, KNOBS,
-                                     NAIVE, START, ablation_trial, federated_experiment, knob_value, search_trials,
-                                     with_knob)
+                                     NAIVE, START, ablation_trial, federated_experiment, knob_value, pick_federated,
+                                     search_trials, with_knob)
 from fedmedlib.recipe_search import finished_winner as _finished_winner
 
 
@@ -167,9 +167,10 @@ def federated_jobs(pool: Pool, seeds: list[int], first: list[dict | None] | None
     lines = first if first is not None else pool.run([("federated", dict(variant=v, seed=0)) for v in FEDERATED])
     if any(line is None for line in lines):
         return []
-    best = max(lines, key=lambda line: line["val"])["name"]
+    best = pick_federated({line["name"]: line["val"] for line in lines})
     print("FEDERATED WINNER", best, flush=True)
-    return [("federated", dict(variant=v, seed=s)) for s in seeds if s != 0 for v in dict.fromkeys((best, "naive"))]
+    variants = ("naive",) if best is None else (best, "naive")
+    return [("federated", dict(variant=v, seed=s)) for s in seeds if s != 0 for v in variants]
 
 
 def main() -> None:

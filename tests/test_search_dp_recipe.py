@@ -106,3 +106,13 @@ def test_readers_report_what_ran_and_leave_the_rest_empty(tmp_path, monkeypatch)
         ("centralized", 0), ("centralized", 0), ("federated, 10 hospitals", 0), ("federated, 10 hospitals", 0)]
     with pytest.raises(ValueError, match="unknown federated variant"):
         recipe_search.federated_experiment("b999", 0)
+
+
+def test_the_best_federated_variant_is_chosen_on_validation_with_one_tie_rule():
+    from fedmedlib.recipe_search import pick_federated
+
+    assert pick_federated({"naive": 0.9, "b64-c1-lr2e-3": 0.5}) == "b64-c1-lr2e-3"  # naive is the baseline
+    assert pick_federated({"naive": 0.6}) is None
+    tie = {"b128-c1-lr3e-3": 0.63, "b256-c1-lr3e-3": 0.63, "b128-c1": 0.61}
+    assert pick_federated(tie) == "b256-c1-lr3e-3"  # first in FEDERATED_CPU
+    assert pick_federated(dict(tie, **{"b128-c1": 0.64})) == "b128-c1"
