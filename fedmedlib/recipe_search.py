@@ -12,9 +12,8 @@ and variants that move the knobs the FL engine has (batch, clip, step size, mult
 
 from __future__ import annotations
 
-import math
-
 from .dprecipe import DPRecipe, dp_recipe, tuned
+from .grid import load_cell, summarize
 from .privacy import PAPER_EPSILON
 
 EPSILON = PAPER_EPSILON  # every trial but the curve's spends the paper's ε = 6 at δ = 1.9e-4
@@ -95,10 +94,7 @@ def cached(recipe: DPRecipe, seed: int = 0, epsilon: float = EPSILON) -> dict | 
 
 
 def cached_federated(variant: str, seed: int) -> dict | None:
-    from . import results
-
-    exp = federated_experiment(variant, seed)
-    return results.load("federated", dict(exp.to_dict(), profile="cpu"))
+    return load_cell(federated_experiment(variant, seed), "cpu")
 
 
 def finished_winner() -> DPRecipe:
@@ -107,13 +103,6 @@ def finished_winner() -> DPRecipe:
     if not done:
         raise FileNotFoundError("no search trial has finished yet: run scripts/search_dp_recipe.py --stage search")
     return max(done, key=lambda d: d[0])[1].replace(name="tuned")
-
-
-def _summary(values: list[float]) -> dict:
-    pct = [100 * v for v in values]
-    mean = sum(pct) / len(pct) if pct else None
-    std = math.sqrt(sum((p - mean) ** 2 for p in pct) / (len(pct) - 1)) if len(pct) > 1 else None
-    return dict(mean=mean, std=std, n=len(pct))
 
 
 def verdict(row: dict, target: float) -> str:
@@ -144,14 +133,14 @@ def final_table(seeds=SEEDS) -> list[dict]:
         found = [r for s in seeds if (r := cached(recipe, s)) is not None]
         rows.append(dict(setting="centralized", recipe=label, seeds=[r["seed"] for r in found],
                          epsilon_spent=max((r["epsilon_spent"] for r in found), default=None),
-                         **_summary([r["test_accuracy_at_best_val"] for r in found])))
+                         **summarize([r["test_accuracy_at_best_val"] for r in found])))
     best = best_federated_variant()
     for label, variant in (("naive", "naive"), ("tuned", best)):
         found = [r for s in seeds if variant and (r := cached_federated(variant, s)) is not None]
         rows.append(dict(setting="federated, 10 hospitals", recipe=f"{label} ({variant})" if variant else label,
                          seeds=[r["seed"] for r in found],
                          epsilon_spent=max((r["rounds"][-1]["epsilon"] for r in found), default=None),
-                         **_summary([r["test_accuracy_at_best_val"] for r in found])))
+                         **summarize([r["test_accuracy_at_best_val"] for r in found])))
     return rows
 
 
@@ -201,6 +190,6 @@ def curve(label: str, seeds=SEEDS) -> list[dict]:
         found = [r for s in seeds if (r := cached(recipe, s, eps)) is not None]
         if found:
             points.append(dict(epsilon=eps, seeds=[r["seed"] for r in found],
-                               **_summary([r["test_accuracy_at_best_val"] for r in found])))
+                               **summarize([r["test_accuracy_at_best_val"] for r in found])))
     return points
 
