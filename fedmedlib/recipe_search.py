@@ -72,6 +72,11 @@ def ablation_trial(winner: DPRecipe, knob: str) -> DPRecipe:
     return with_knob(winner, knob, knob_value(NAIVE, knob)).replace(name=f"ablation:{knob}={knob_value(NAIVE, knob)}")
 
 
+def ablation_knobs(winner: DPRecipe) -> list[str]:
+    """The knobs on which `winner` differs from the naive recipe: the ones an ablation can put back."""
+    return [k for k in KNOBS if knob_value(NAIVE, k) != knob_value(winner, k)]
+
+
 def federated_experiment(variant: str, seed: int, tiny: bool = False):
     from . import fl
     from .config import CPU
@@ -172,9 +177,7 @@ def ablation_table() -> list[dict]:
     """The tuned recipe with one knob back at the naive value: validation accuracy (%) and the change."""
     base = cached(tuned())
     rows = []
-    for knob in KNOBS:
-        if knob_value(NAIVE, knob) == knob_value(tuned(), knob):
-            continue
+    for knob in ablation_knobs(tuned()):
         r = cached(ablation_trial(tuned(), knob))
         rows.append(dict(knob=knob, tuned=str(knob_value(tuned(), knob)), naive=str(knob_value(NAIVE, knob)),
                          ran=r is not None, val_accuracy=100 * r["val_accuracy_best"] if r else None,

@@ -40,8 +40,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from fedmedlib.dprecipe import DPRecipe
 from fedmedlib.recipe_search import (ABLATION_CPU, CURVE_CPU, CURVE_EPSILONS, EPSILON, FEDERATED, FEDERATED_CPU, KNOBS,
-                                     NAIVE, START, ablation_trial, federated_experiment, knob_value, pick_federated,
-                                     search_trials, with_knob)
+                                     NAIVE, START, ablation_knobs, ablation_trial, federated_experiment, knob_value,
+                                     pick_federated, search_trials, with_knob)
 from fedmedlib.recipe_search import finished_winner as _finished_winner
 
 
@@ -158,7 +158,7 @@ def later_jobs(winner: DPRecipe, stages: set, seeds: list[int]) -> list[tuple[st
     if "final" in stages:
         jobs += [recipe_job(r, s) for s in seeds for r in (winner, NAIVE)]
     if "ablation" in stages:
-        jobs += [recipe_job(ablation_trial(winner, k)) for k in KNOBS if knob_value(NAIVE, k) != knob_value(winner, k)]
+        jobs += [recipe_job(ablation_trial(winner, k)) for k in ablation_knobs(winner)]
     return jobs
 
 
