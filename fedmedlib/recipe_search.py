@@ -5,7 +5,8 @@ which trials there are and reads what has run, for the book and the tests. Every
 anything is a validation accuracy; test accuracy is only reported, at the best-validation epoch (or round).
 
 The search: one knob at a time around START (each knob's other values with every other knob at START's),
-then the combination of each knob's best value. The ablation: from the winner, one knob at a time back to
+then the combination of each knob's best value. The refinement (for a search cut short, as on 2026-11-27):
+one knob at a time around the best finished search trial, over REFINE_KNOBS. The ablation: from the winner, one knob at a time back to
 the naive recipe's value. The federated variants: chapter 6's 10-hospital "as claimed" cell (the naive one)
 and variants that move the knobs the FL engine has (batch, clip, step size, multiplicity, rounds).
 """
@@ -48,6 +49,13 @@ CURVE_EPSILONS = (1.0, 2.0, 8.0)  # with ε = 6 from the final stage: the tuned 
 FEDERATED_CPU = ("naive", "b256-c1-lr3e-3", "b128-c1-lr3e-3")
 ABLATION_CPU = ("ema", "clip", "optimizer_lr")
 CURVE_CPU = (2.0, 1.0)
+# Around the best finished search trial (no augmentation, ~17 CPU-minutes per trial per core): the clip sweep
+# and the step size the cut-short search never reached. lr·C is the largest total move per step, so the two
+# are swept separately at the other's centre value.
+REFINE_KNOBS = {
+    "clip": [0.5, 2.0],
+    "optimizer_lr": [("sgd", 1.0), ("sgd", 4.0)],
+}
 SEEDS = (0, 1, 2)
 
 
@@ -65,6 +73,20 @@ def search_trials() -> list[DPRecipe]:
     """START, then every other value of every knob with the rest at START's values."""
     return [START] + [with_knob(START, k, v).replace(name=f"search:{k}={v}")
                       for k, values in KNOBS.items() for v in values if v != knob_value(START, k)]
+
+
+def best_search_trial() -> DPRecipe:
+    """The best (by validation) of the search trials that have a result: the refinement's centre."""
+    done = [(r["val_accuracy_best"], t) for t in search_trials() if (r := cached(t)) is not None]
+    if not done:
+        raise FileNotFoundError("no search trial has finished yet: run scripts/search_dp_recipe.py --stage search")
+    return max(done, key=lambda d: d[0])[1]
+
+
+def refine_trials(centre: DPRecipe) -> list[DPRecipe]:
+    """Every REFINE_KNOBS value that differs from `centre`'s, one knob at a time."""
+    return [with_knob(centre, k, v).replace(name=f"refine:{k}={v}")
+            for k, values in REFINE_KNOBS.items() for v in values if v != knob_value(centre, k)]
 
 
 def ablation_trial(winner: DPRecipe, knob: str) -> DPRecipe:
@@ -103,11 +125,12 @@ def cached_federated(variant: str, seed: int) -> dict | None:
 
 
 def finished_winner() -> DPRecipe:
-    """The best (by validation) of the search trials that have a result, renamed 'tuned'."""
-    done = [(r["val_accuracy_best"], t) for t in search_trials() if (r := cached(t)) is not None]
-    if not done:
-        raise FileNotFoundError("no search trial has finished yet: run scripts/search_dp_recipe.py --stage search")
-    return max(done, key=lambda d: d[0])[1].replace(name="tuned")
+    """The best (by validation) of the finished search and refinement trials, renamed 'tuned'; a tie keeps the
+    earlier trial (the search's centre before any refinement of it)."""
+    centre = best_search_trial()
+    done = [(r["val_accuracy_best"], -i, t) for i, t in enumerate([centre, *refine_trials(centre)])
+            if (r := cached(t)) is not None]
+    return max(done, key=lambda d: d[:2])[2].replace(name="tuned")
 
 
 def verdict(row: dict, target: float) -> str:
@@ -125,6 +148,24 @@ def search_table() -> list[dict]:
         r = cached(trial)
         rows.append(dict(trial=trial.name, knob=knob or "(START)", value=value or "", ran=r is not None,
                          val_accuracy=100 * r["val_accuracy_best"] if r else None,
+                         minutes=r["wall_time_s"] / 60 if r else None,
+                         device=r["provenance"].get("device") if r else None))
+    return rows
+
+
+def refine_table() -> list[dict]:
+    """Every refinement trial around the best finished search trial: knob, value, validation accuracy (%)."""
+    centre = best_search_trial()
+    base = cached(centre)
+    rows = [dict(trial="centre (best search trial)", knob="", value="", ran=True,
+                 val_accuracy=100 * base["val_accuracy_best"], change=0.0,
+                 minutes=base["wall_time_s"] / 60, device=base["provenance"].get("device"))]
+    for trial in refine_trials(centre):
+        knob, _, value = trial.name.partition(":")[2].partition("=")
+        r = cached(trial)
+        rows.append(dict(trial=trial.name, knob=knob, value=value, ran=r is not None,
+                         val_accuracy=100 * r["val_accuracy_best"] if r else None,
+                         change=100 * (r["val_accuracy_best"] - base["val_accuracy_best"]) if r else None,
                          minutes=r["wall_time_s"] / 60 if r else None,
                          device=r["provenance"].get("device") if r else None))
     return rows

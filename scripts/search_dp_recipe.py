@@ -14,6 +14,11 @@ any stage resumes where it stopped, and a later stage re-reads the earlier ones 
              accuracy and the naive one then run over --seeds
   all        search, then final + ablation + federated
   curve      the winner (of the finished trials) and the naive recipe at CURVE_EPSILONS, seed 0
+  refine     one knob at a time around the best finished search trial, over REFINE_KNOBS (the clip sweep and
+             step sizes a cut-short search never reached); the winner is then the best of the finished search
+             and refinement trials (`finished_winner`)
+  complete   everything the book's tables show for the current winner that is not cached yet: its final
+             seeds, every ablation knob, both curves at every CURVE_EPSILONS (seed 0)
   continue   the plan after a search cut short by its budget (what happened on 2026-11-27: a 15-minute H200 loan
              finished 3 of the search's 20 trials, and START itself was not among them): the winner is the best
              trial that did finish (`finished_winner`); then final seeds, the federated variants (FEDERATED_CPU),
@@ -40,8 +45,9 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from fedmedlib.dprecipe import DPRecipe
 from fedmedlib.recipe_search import (ABLATION_CPU, CURVE_CPU, CURVE_EPSILONS, EPSILON, FEDERATED, FEDERATED_CPU, KNOBS,
-                                     NAIVE, START, ablation_knobs, ablation_trial, federated_experiment, knob_value,
-                                     pick_federated, search_trials, with_knob)
+                                     NAIVE, START, ablation_knobs, ablation_trial, best_search_trial, cached,
+                                     federated_experiment, knob_value, pick_federated, refine_trials, search_trials,
+                                     with_knob)
 from fedmedlib.recipe_search import finished_winner as _finished_winner
 
 
@@ -175,7 +181,8 @@ def federated_jobs(pool: Pool, seeds: list[int], first: list[dict | None] | None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=["search", "ablation", "final", "federated", "all", "continue", "curve"],
+    parser.add_argument("--stage", choices=["search", "ablation", "final", "federated", "all", "continue", "curve",
+                                                "refine", "complete"],
                         required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--scale", choices=["full", "tiny"], default="full")
@@ -196,6 +203,18 @@ def main() -> None:
             ablation = [recipe_job(ablation_trial(winner, k)) for k in ABLATION_CPU]
             curve = [recipe_job(r, 0, e) for e in CURVE_CPU for r in (winner, NAIVE)]
             pool.run(federated_jobs(pool, args.seeds, first[-len(fed):]) + ablation + curve)
+            return
+        if args.stage == "refine":
+            pool.run([recipe_job(t) for t in refine_trials(best_search_trial())])
+            finished_winner()
+            return
+        if args.stage == "complete":
+            winner = finished_winner()
+            jobs = ([recipe_job(r, s) for s in args.seeds for r in (winner, NAIVE)]
+                    + [recipe_job(ablation_trial(winner, k)) for k in ablation_knobs(winner)]
+                    + [recipe_job(r, 0, e) for e in CURVE_EPSILONS for r in (winner, NAIVE)])
+            pool.run([(kind, spec) for kind, spec in jobs if cached(DPRecipe(**spec["recipe"]), spec["seed"],
+                                                                    spec["epsilon"]) is None])
             return
         if args.stage == "curve":
             winner = finished_winner()
