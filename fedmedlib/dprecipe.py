@@ -47,11 +47,14 @@ class DPRecipe:
     ema: float = 0.0  # decay of the evaluated weight average (0 = evaluate the raw weights)
     width: int = 16
     physical_batch: int = 256  # samples per forward pass: memory only, the maths is unchanged
+    weight_standardization: bool = False  # standardised conv filters (models.WSConv2d), paired with GroupNorm
 
     def __post_init__(self):
         errors = []
         if self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES:
             errors.append(f"optimizer must be one of {OPTIMIZERS} and schedule one of {SCHEDULES}")
+        if not isinstance(self.weight_standardization, bool):
+            errors.append(f"weight_standardization must be True or False, got {self.weight_standardization!r}")
         if self.batch_size < 1 or self.epochs < 1 or self.multiplicity < 1 or self.physical_batch < 1:
             errors.append("batch_size, epochs, multiplicity and physical_batch must each be >= 1")
         if not (self.lr > 0 and self.clip > 0 and 0 <= self.ema < 1 and 0 <= self.momentum < 1):
@@ -116,7 +119,7 @@ def train_recipe(recipe: DPRecipe, *, epsilon: float = privacy.PAPER_EPSILON, de
     x_val, y_val = load_split_tensors("val", eval_subset, 0, dev, root)
     x_test, y_test = load_split_tensors("test", eval_subset, 0, dev, root)
     p = plan(recipe, len(y), epsilon, delta)
-    net = build_model("dpresnet", width=recipe.width).to(dev)
+    net = build_model("dpresnet", width=recipe.width, weight_standardization=recipe.weight_standardization).to(dev)
     shown = copy.deepcopy(net) if recipe.ema else net  # the weights that are evaluated
     optimizer = _optimizer(recipe, net.parameters())
     total = p["steps"]
@@ -155,8 +158,10 @@ def dp_recipe(recipe: DPRecipe, *, seed: int = 0, epsilon: float = privacy.PAPER
     """Cached `train_recipe`: results/dp_recipe-<hash>.json, or run it (and save it) when allowed."""
     from . import results
 
-    # The name only labels a recipe: the same settings under another name are the same experiment.
-    settings = {k: v for k, v in recipe.to_dict().items() if k != "name"}
+    # The name only labels a recipe: the same settings under another name are the same experiment. A knob
+    # added after results were cached is hashed only when it is set, so those results keep their hashes.
+    later = {"weight_standardization": False}
+    settings = {k: v for k, v in recipe.to_dict().items() if k != "name" and later.get(k, object()) != v}
     config = dict(kind="dp_recipe", recipe=settings, seed=seed, epsilon=epsilon, delta=delta,
                   train_subset=train_subset, eval_subset=eval_subset)
     return results.load_or_run(

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .models import WSConv2d
 from .train import autocast
 
 SUPPORTED = (nn.Conv2d, nn.Linear, nn.GroupNorm)
@@ -86,7 +87,8 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
 
 def _grouped_terms(m: nn.Conv2d, a, g4, k: int = 1):
     """Per-sample weight gradients as one convolution with the batch as groups, (B, Cout, Cin, kh, kw);
-    with k copies per sample, each sample's k copy gradients are summed."""
+    with k copies per sample, each sample's k copy gradients are summed. For a WSConv2d these are gradients
+    with respect to the standardised filters, carried to the trained weight by its (linear) Jacobian."""
     b, cin, cout = a.shape[0], m.in_channels, m.out_channels
     a = a.to(g4.dtype)  # under bf16 autocast the layer saw fp32 input and gave bf16 output
     w = torch.nn.grad.conv2d_weight(a.reshape(1, b * cin, *a.shape[2:]), (b * cout, cin, *m.kernel_size),
@@ -94,6 +96,8 @@ def _grouped_terms(m: nn.Conv2d, a, g4, k: int = 1):
     per_sample = _wide(w.reshape(b, cout, cin, *m.kernel_size))
     if k > 1:
         per_sample = per_sample.reshape(b // k, k, *per_sample.shape[1:]).sum(1)
+    if isinstance(m, WSConv2d):
+        per_sample = m.weight_gradient(per_sample)
     return per_sample.flatten(1).pow(2).sum(1), lambda c: torch.einsum("b,b...->...", c, per_sample)
 
 
@@ -107,6 +111,11 @@ def _conv_terms(m: nn.Conv2d, a, g4, strategy: str, k: int = 1):
     g = g4.reshape(rows, p, -1)
     d, t = m.in_channels * m.kernel_size[0] * m.kernel_size[1], g.shape[2] * k
     strategy = _conv_strategy(m, t, rows) if strategy == "auto" else strategy
+    ws = isinstance(m, WSConv2d)
+    if ws and strategy == "ghost":
+        # The ghost norm is that of the gradient with respect to the standardised filters, and the weight
+        # standardisation Jacobian is not an isometry: such a layer's per-sample gradients are materialised.
+        strategy = "grouped" if rows * m.weight.numel() <= PER_SAMPLE_BUDGET else "materialise"
     gb = _wide(g).sum(2).reshape(b, k, p).sum(1) if m.bias is not None else None
     if strategy == "grouped":
         sq, weight_sum = _grouped_terms(m, a, g4, k)
@@ -122,13 +131,17 @@ def _conv_terms(m: nn.Conv2d, a, g4, strategy: str, k: int = 1):
             if strategy == "ghost":  # ‖Σ_t g_t a_tᵀ‖² = Σ_{t,s} (a_t·a_s)(g_t·g_s): no p×D matrix a sample
                 norms.append(_wide(torch.bmm(u.transpose(1, 2), u) * torch.bmm(gs.transpose(1, 2), gs)).sum((1, 2)))
             else:  # the per-sample gradient itself, one chunk at a time, only its norm kept
-                norms.append(_wide(torch.bmm(gs, u.transpose(1, 2))).pow(2).sum((1, 2)))
+                per_sample = _wide(torch.bmm(gs, u.transpose(1, 2)))
+                if ws:
+                    per_sample = m.weight_gradient(per_sample.reshape(-1, *m.weight.shape))
+                norms.append(per_sample.pow(2).flatten(1).sum(1))
         sq = torch.cat(norms)
 
         def weight_sum(c):  # one weight-gradient convolution of the reweighted output gradient (book-keeping)
             ck = c.repeat_interleave(k) if k > 1 else c
-            return _wide(torch.nn.grad.conv2d_weight(a, m.weight.shape, g4 * ck.to(g4.dtype)[:, None, None, None],
-                                                     m.stride, m.padding, m.dilation, m.groups))
+            total = _wide(torch.nn.grad.conv2d_weight(a, m.weight.shape, g4 * ck.to(g4.dtype)[:, None, None, None],
+                                                      m.stride, m.padding, m.dilation, m.groups))
+            return m.weight_gradient(total) if ws else total
     if gb is not None:
         sq = sq + gb.pow(2).sum(1)
 

@@ -1,12 +1,22 @@
-"""benchmarks/fl_round.py at CI size (--smoke): every row runs and the JSON holds the ratios."""
+"""benchmarks/fl_round.py and benchmarks/grid_floor.py at CI size (--smoke): every row runs, the JSON holds the
+ratios, and the grid floor adds up the engine's own workload."""
 
 import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from fedmedlib import privacy
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "fl_round.py"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_fl_round_smoke_writes_every_row_with_ratios(real_data_root, tmp_path, monkeypatch):
@@ -21,3 +31,38 @@ def test_fl_round_smoke_writes_every_row_with_ratios(real_data_root, tmp_path, m
     expected = {(dp, row) for dp in ("none", "dpsgd") for row in bench.ROWS if row != "flower-recipe"}
     assert {(r["dp"], r["row"]) for r in rows} == expected
     assert all(r["seconds"] > 0 and r["vs_engine"] > 0 for r in rows)
+
+
+def test_grid_floor_counts_the_images_the_engine_trains_and_evaluates(real_data_root):
+    from fedmedlib import fl, grid
+    from fedmedlib.config import QUICK
+    from fedmedlib.data import load_bloodmnist
+
+    floor = _load("grid_floor")
+    labels = {s: load_bloodmnist(s, real_data_root)[1] for s in ("train", "test")}
+    for n_clients, scheme in ((5, "paper"), (5, "dirichlet")):
+        exp = grid.experiment(QUICK, "dp-sa-", n_clients, scheme, seed=1, local_epochs=2)
+        fed = fl.Federation(exp, root=real_data_root)
+        counted = floor.cell_images(exp, labels)
+        assert counted["trained"] == 2 * sum(len(h.train_idx) for h in fed.hospitals)
+        assert counted["evaluated"] == len(fed.val_idx) + len(fed.y_test)
+
+
+def test_grid_floor_smoke_adds_up_rounds_over_rates(real_data_root, tmp_path, monkeypatch):
+    floor = _load("grid_floor")
+    monkeypatch.setattr(floor, "rates", lambda *args: {"train": 100.0, "evaluate": 1000.0})
+    out = tmp_path / "floor.json"
+    result = floor.main(["--smoke", "--cores", "2", "--root", str(real_data_root), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    images = result["images"]
+    assert result["cells"] == 1 and images["trained"] > 0 and images["evaluated"] > 0
+    expected = (images["trained"] / 100.0 + images["evaluated"] / 1000.0) / 2 / 3600
+    assert result["floor_hours"] == {"fp32": pytest.approx(expected), "bf16": pytest.approx(expected)}
+    plain = result["per_image_flops"]["dpresnet w16 plain"]
+    assert plain["train"] > 2 * plain["evaluate"] > 0  # backward costs about twice the forward
+
+
+def test_grid_floor_rejects_zero_cores():
+    floor = _load("grid_floor")
+    with pytest.raises(SystemExit):
+        floor.main(["--smoke", "--cores", "0"])

@@ -39,6 +39,25 @@ def test_multiplicity_clips_each_sample_once_after_averaging_its_copies(strategy
         assert torch.allclose(sums[p], e, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("strategy", ["ghost", "materialise", "grouped", "auto"])
+@pytest.mark.parametrize("k", [1, 2])
+def test_weight_standardized_convs_give_the_brute_force_clipped_sum(strategy, k):
+    # The fast path sees gradients with respect to the standardised filters; the trained weight's per-sample
+    # gradients (what is clipped) go through the standardisation's Jacobian. Autograd is the reference.
+    torch.manual_seed(0)
+    net = build_model("dpresnet", width=16, weight_standardization=True)
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(4, 3, 28, 28, generator=g), torch.randint(0, 8, (4,), generator=g)
+    copies = augment(x, k, generator=g) if k > 1 else x
+    expected = _brute_force_clipped_sum(copy.deepcopy(net), copies, y, k, clip=0.5)
+    tape = fastdp.LayerTape(net)
+    sums, norms, _ = fastdp.clipped_gradient_sum(net, tape, copies, y, 0.5, strategy=strategy, multiplicity=k)
+    tape.close()
+    assert len(norms) == len(y)
+    for p, e in zip(net.parameters(), expected):
+        assert torch.allclose(sums[p], e, atol=1e-5, rtol=1e-4)
+
+
 def test_multiplicity_needs_k_copies_of_every_sample():
     net = build_model("dpresnet", width=16)
     tape = fastdp.LayerTape(net)
@@ -126,3 +145,16 @@ def test_the_tuned_preset_is_a_valid_reasoned_recipe_that_spends_at_most_epsilon
         dp_accounting.PoissonSampledDpEvent(p["sample_rate"], dp_accounting.GaussianDpEvent(p["noise_multiplier"])),
         p["steps"])
     assert dp_accounting.pld.PLDAccountant().compose(event).get_epsilon(1.9e-4) <= 6.0 * 1.01
+
+
+def test_weight_standardization_is_hashed_only_when_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDMED_RESULTS", str(tmp_path))
+    base = dprecipe.DPRecipe(batch_size=64, epochs=1)
+    keys = []
+    for recipe in (base, base.replace(weight_standardization=True)):
+        with pytest.raises(FileNotFoundError) as missing:
+            dprecipe.dp_recipe(recipe, allow_run=False)
+        keys.append(str(missing.value))
+    assert keys[0] != keys[1]
+    with pytest.raises(ValueError, match="weight_standardization must be True or False"):
+        dprecipe.DPRecipe(weight_standardization=1)

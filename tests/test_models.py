@@ -51,3 +51,35 @@ def test_bad_model_requests_are_clear_errors():
         models.build_model("resnet50")
     with pytest.raises(ValueError, match="multiple of 8"):
         models.DPResNet(width=12)
+
+
+def test_weight_standardization_keeps_the_parameters_and_standardises_every_filter():
+    torch.manual_seed(0)
+    plain = models.build_model("dpresnet", width=16)
+    torch.manual_seed(0)
+    ws = models.build_model("dpresnet", width=16, weight_standardization=True)
+    assert [(n, p.shape) for n, p in plain.named_parameters()] == [(n, p.shape) for n, p in ws.named_parameters()]
+    ws.load_state_dict(plain.state_dict())  # the same weights, a different function of them
+    convs = [m for m in ws.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(isinstance(m, models.WSConv2d) for m in convs)
+    for m in convs:
+        w = m.standardized_weight()
+        assert torch.allclose(w.mean((1, 2, 3)), torch.zeros(w.shape[0]), atol=1e-6)
+        var = m.weight.var((1, 2, 3), unbiased=False)
+        assert torch.allclose(w.var((1, 2, 3), unbiased=False), var / (var + m.eps), rtol=1e-4)  # 1 up to eps
+    x = torch.randn(2, 3, 28, 28)
+    assert not torch.allclose(ws(x), plain(x))
+
+
+def test_weight_gradient_is_the_autograd_gradient_through_the_standardisation():
+    conv = models.WSConv2d(3, 4, 3, padding=1, bias=False).double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    w_hat = conv.standardized_weight()
+    w_hat.retain_grad()
+    (conv._conv_forward(x, w_hat, None) ** 2).sum().backward()
+    torch.testing.assert_close(conv.weight_gradient(w_hat.grad), conv.weight.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_weight_standardization_is_a_dpresnet_option_only():
+    with pytest.raises(ValueError, match="DPResNet option"):
+        models.build_model("resnet9", width=16, weight_standardization=True)

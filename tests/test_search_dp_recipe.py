@@ -57,21 +57,51 @@ def test_a_combination_equal_to_a_tried_recipe_is_not_run_twice(search):
 
 
 def test_finished_winner_is_the_best_validation_among_cached_trials(search, tmp_path, monkeypatch):
-    from fedmedlib import results
-    from fedmedlib.privacy import PAPER_DELTA, PAPER_EPSILON
-
     monkeypatch.setenv("FEDMED_RESULTS", str(tmp_path))
     with pytest.raises(SystemExit, match="no search trial has finished"):
         search.finished_winner()
     trials = search.search_trials()
     for trial, val in ((trials[0], 0.7), (trials[3], 0.9), (trials[7], 0.8)):
-        settings = {k: v for k, v in trial.to_dict().items() if k != "name"}
-        key = dict(kind="dp_recipe", recipe=settings, seed=0, epsilon=PAPER_EPSILON, delta=PAPER_DELTA,
-                   train_subset=None, eval_subset=None)
-        results.save(dict(config=key, seed=0, provenance={}, wall_time_s=1.0, val_accuracy_best=val),
-                     "dp_recipe", key)
+        _cache(trial, val)
     assert search.finished_winner() == trials[3].replace(name="tuned")
     assert json.loads(next(tmp_path.glob("dp_recipe-*.json")).read_text())["seed"] == 0
+
+
+def _cache(trial, val):
+    from fedmedlib import results
+    from fedmedlib.privacy import PAPER_DELTA, PAPER_EPSILON
+
+    settings = {k: v for k, v in trial.to_dict().items() if k != "name" and not (k == "weight_standardization"
+                                                                                  and v is False)}
+    key = dict(kind="dp_recipe", recipe=settings, seed=0, epsilon=PAPER_EPSILON, delta=PAPER_DELTA,
+               train_subset=None, eval_subset=None)
+    results.save(dict(config=key, seed=0, provenance={"device": "cpu"}, wall_time_s=60.0, val_accuracy_best=val),
+                 "dp_recipe", key)
+
+
+def test_refinement_moves_one_knob_around_the_best_search_trial_and_can_replace_it(tmp_path, monkeypatch):
+    from fedmedlib import recipe_search as rs
+
+    monkeypatch.setenv("FEDMED_RESULTS", str(tmp_path))
+    trials = rs.search_trials()
+    _cache(trials[0], 0.7)
+    _cache(trials[5], 0.8)
+    centre = rs.best_search_trial()
+    assert centre == trials[5]
+    refine = rs.refine_trials(centre)
+    # one knob moved per trial, to each REFINE_KNOBS value other than the centre's
+    assert len(refine) == sum(sum(v != rs.knob_value(centre, k) for v in vs) for k, vs in rs.REFINE_KNOBS.items())
+    for t in refine:
+        knob = t.name.split(":")[1].split("=")[0]
+        assert t.replace(name="x") == rs.with_knob(centre, knob, rs.knob_value(t, knob)).replace(name="x")
+    assert rs.finished_winner() == centre.replace(name="tuned")  # no refinement has run
+    _cache(refine[0], 0.8)  # a tie keeps the centre
+    assert rs.finished_winner() == centre.replace(name="tuned")
+    _cache(refine[-1], 0.85)
+    assert rs.finished_winner() == refine[-1].replace(name="tuned")
+    rows = rs.refine_table()
+    assert [r["ran"] for r in rows] == [True, True] + [False] * (len(refine) - 2) + [True]
+    assert rows[-1]["change"] == pytest.approx(5.0) and rows[1]["change"] == pytest.approx(0.0)
 
 
 def test_federated_naive_variant_is_the_grids_as_claimed_cell(search):
