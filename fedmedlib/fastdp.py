@@ -34,6 +34,18 @@ PER_SAMPLE_BUDGET = 32 * 2 ** 20
 STRATEGIES = ("auto", "ghost", "materialise", "grouped")
 
 
+def default_strategy() -> str:
+    """The strategy when none is given: $FEDMED_FASTDP_STRATEGY, else 'auto'. Every strategy computes the same
+    clipped sum (tested), so this is a speed setting, not part of any experiment: 'auto' was tuned on a CPU,
+    and a GPU may favour another (scripts/gpu_paper_grid.py times each one on the device it runs on)."""
+    import os
+
+    chosen = os.environ.get("FEDMED_FASTDP_STRATEGY") or "auto"
+    if chosen not in STRATEGIES:
+        raise ValueError(f"FEDMED_FASTDP_STRATEGY={chosen!r} is not a fast-DP strategy: use one of {STRATEGIES}")
+    return chosen
+
+
 class LayerTape:
     """Forward hooks that keep each trainable layer's input and output while `recording`."""
 
@@ -188,10 +200,11 @@ def _terms(m, a, g, strategy, k):
 
 
 def clipped_gradient_sum(model: nn.Module, tape: LayerTape, x: torch.Tensor, y: torch.Tensor, clip: float,
-                         strategy: str = "auto", precision: str = "fp32", multiplicity: int = 1):
+                         strategy: str | None = None, precision: str = "fp32", multiplicity: int = 1):
     """(Σ_i min(1, C/(‖∇ℓ_i‖+1e-6))·∇ℓ_i per parameter, per-sample norms, mean loss) for one batch.
 
-    `strategy`: 'auto' (cheapest that fits, per conv layer), 'ghost', 'materialise' or 'grouped' (tests).
+    `strategy`: 'auto' (cheapest that fits, per conv layer), 'ghost', 'materialise' or 'grouped'; None reads
+    `default_strategy()`.
     Cross-entropy. Each layer's output gradient is reduced by a tensor hook the moment backward produces it,
     so only conv output gradients or per-sample gradients (for the weighted sum) outlive the backward pass.
     `precision='bf16'` runs the forward under bf16 autocast; norms and sums are accumulated in fp32.
@@ -199,6 +212,7 @@ def clipped_gradient_sum(model: nn.Module, tape: LayerTape, x: torch.Tensor, y: 
     mean loss over sample i's copies — so each *sample's* gradient is clipped once, after averaging its
     copies (augmentation multiplicity, De et al. 2022), and the privacy unit stays one record.
     """
+    strategy = default_strategy() if strategy is None else strategy
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     k = int(multiplicity)

@@ -66,3 +66,27 @@ def test_grid_floor_rejects_zero_cores():
     floor = _load("grid_floor")
     with pytest.raises(SystemExit):
         floor.main(["--smoke", "--cores", "0"])
+
+
+def test_gpu_plan_dp_step_probe_times_every_strategy_and_keeps_the_fastest(tmp_path, monkeypatch):
+    import os
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("gpu_paper_grid", BENCH.parents[1] / "scripts" / "gpu_paper_grid.py")
+    plan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plan)
+    from fedmedlib import fastdp
+
+    monkeypatch.delenv("FEDMED_FASTDP_STRATEGY", raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
+    log = tmp_path / "gpu.json"
+    out = plan.dp_step_probe(8, "cpu", batch=4, steps=1, log=str(log), info=dict(device="cpu"))
+    assert set(out["ms_per_step"]) == {f"{s}/cudnn.benchmark={a}/{n}" for s in fastdp.STRATEGIES
+                                       for a in (False, True) for n in ("poisson", "fixed")}
+    chosen = out["chosen"]
+    key = f"{chosen['strategy']}/cudnn.benchmark={chosen['cudnn_benchmark']}/poisson"
+    assert out["ms_per_step"][key] == min(v for k, v in out["ms_per_step"].items() if k.endswith("/poisson"))
+    assert os.environ["FEDMED_FASTDP_STRATEGY"] == chosen["strategy"]
+    assert torch.backends.cudnn.benchmark == chosen["cudnn_benchmark"]
+    assert json.loads(log.read_text())["entries"][0]["kind"] == "dp_step_probe"

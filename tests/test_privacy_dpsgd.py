@@ -154,3 +154,20 @@ def test_a_hospital_smaller_than_one_batch_spends_no_more_than_its_target():
     assert dp.sample_rate == 1.0
     dp.accountant.history = [(dp.noise_multiplier, dp.sample_rate, dp.total_steps)]
     assert dp.epsilon_spent == pytest.approx(6.0, abs=1e-6) and dp.epsilon_spent <= 6.0 + 1e-9
+
+
+def test_the_default_strategy_comes_from_the_environment_and_bad_values_are_named(net, batch, monkeypatch):
+    seen = []
+    real = fastdp._conv_terms
+    monkeypatch.setattr(fastdp, "_conv_terms",
+                        lambda m, a, g, strategy, k=1: seen.append(strategy) or real(m, a, g, strategy, k))
+    tape = fastdp.LayerTape(net)
+    monkeypatch.setenv("FEDMED_FASTDP_STRATEGY", "materialise")
+    fastdp.clipped_gradient_sum(net, tape, *batch, 1.0)
+    assert seen and set(seen) == {"materialise"}
+    monkeypatch.setenv("FEDMED_FASTDP_STRATEGY", "fastest")
+    with pytest.raises(ValueError, match="FEDMED_FASTDP_STRATEGY='fastest'"):
+        fastdp.clipped_gradient_sum(net, tape, *batch, 1.0)
+    monkeypatch.delenv("FEDMED_FASTDP_STRATEGY")
+    assert fastdp.default_strategy() == "auto"
+    tape.close()
