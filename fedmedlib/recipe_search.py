@@ -13,6 +13,8 @@ and variants that move the knobs the FL engine has (batch, clip, step size, mult
 
 from __future__ import annotations
 
+import json
+
 from .dprecipe import DPRecipe, dp_recipe, tuned
 from .grid import load_cell, summarize
 from .privacy import PAPER_EPSILON
@@ -98,7 +100,7 @@ def ablation_trial(winner: DPRecipe, knob: str) -> DPRecipe:
 
 def ablation_knobs(winner: DPRecipe) -> list[str]:
     """The knobs on which `winner` differs from the naive recipe: the ones an ablation can put back."""
-    return [k for k in KNOBS if knob_value(NAIVE, k) != knob_value(winner, k)]
+    return [k for k in dict.fromkeys([*KNOBS, *REFINE_KNOBS]) if knob_value(NAIVE, k) != knob_value(winner, k)]
 
 
 def federated_experiment(variant: str, seed: int, tiny: bool = False):
@@ -225,6 +227,47 @@ def ablation_table() -> list[dict]:
         rows.append(dict(knob=knob, tuned=str(knob_value(tuned(), knob)), naive=str(knob_value(NAIVE, knob)),
                          ran=r is not None, val_accuracy=100 * r["val_accuracy_best"] if r else None,
                          change=100 * (r["val_accuracy_best"] - base["val_accuracy_best"]) if r and base else None))
+    return rows
+
+
+def _refine_or_none() -> list[DPRecipe]:
+    try:
+        return refine_trials(best_search_trial())
+    except FileNotFoundError:  # no search trial yet: nothing to refine around
+        return []
+
+
+def search_cost() -> list[dict]:
+    """What every stage cost: trials that ran, and their summed wall time in minutes, per stage and device
+    (each trial ran in its own single-threaded process; on a shared device several ran at once)."""
+    winner = tuned()
+    stages = {
+        "search": [(t, 0, EPSILON) for t in search_trials()],
+        "refine": [(t, 0, EPSILON) for t in _refine_or_none()],
+        "ablation": [(ablation_trial(winner, k), 0, EPSILON) for k in ablation_knobs(winner)],
+        "final": [(r, s, EPSILON) for r in (winner, NAIVE) for s in SEEDS],
+        "curve": [(r, 0, e) for e in CURVE_EPSILONS for r in (winner, NAIVE)],
+    }
+    rows, seen = [], set()
+    for stage, jobs in stages.items():
+        found = {}
+        for recipe, seed, eps in jobs:
+            r = cached(recipe, seed, eps)
+            if r is None:
+                continue
+            key = json.dumps([r["config"], r["seed"]], sort_keys=True, default=str)
+            if key in seen:  # a trial shared by two stages counts once, in the first
+                continue
+            seen.add(key)
+            found.setdefault(r["provenance"].get("device", "?"), []).append(r["wall_time_s"])
+        rows += [dict(stage=stage, device=d, trials=len(w), minutes=sum(w) / 60) for d, w in found.items()]
+    fed = {}
+    for variant in FEDERATED:
+        for seed in SEEDS:
+            if variant == "naive" or (r := cached_federated(variant, seed)) is None:
+                continue  # the naive variant is chapter 6's grid cell: the grid paid for it
+            fed.setdefault(r["provenance"].get("device", "?"), []).append(r["wall_time_s"])
+    rows += [dict(stage="federated", device=d, trials=len(w), minutes=sum(w) / 60) for d, w in fed.items()]
     return rows
 
 

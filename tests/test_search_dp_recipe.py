@@ -102,6 +102,10 @@ def test_refinement_moves_one_knob_around_the_best_search_trial_and_can_replace_
     rows = rs.refine_table()
     assert [r["ran"] for r in rows] == [True, True] + [False] * (len(refine) - 2) + [True]
     assert rows[-1]["change"] == pytest.approx(5.0) and rows[1]["change"] == pytest.approx(0.0)
+    # the cost table: each cached trial once, under the stage that asked for it first (60 s each here)
+    cost = {r["stage"]: r for r in rs.search_cost()}
+    assert (cost["search"]["trials"], cost["search"]["minutes"]) == (2, pytest.approx(2.0))
+    assert (cost["refine"]["trials"], cost["refine"]["device"]) == (2, "cpu")
 
 
 def test_federated_naive_variant_is_the_grids_as_claimed_cell(search):
@@ -131,6 +135,7 @@ def test_readers_report_what_ran_and_leave_the_rest_empty(tmp_path, monkeypatch)
 
     monkeypatch.setenv("FEDMED_RESULTS", str(tmp_path))  # nothing has run here
     assert recipe_search.curve("tuned") == [] and recipe_search.best_federated_variant() is None
+    assert recipe_search.search_cost() == []
     assert all(not r["ran"] for r in recipe_search.search_table() + recipe_search.federated_table())
     assert [(r["setting"], r["n"]) for r in recipe_search.final_table()] == [
         ("centralized", 0), ("centralized", 0), ("federated, 10 hospitals", 0), ("federated, 10 hospitals", 0)]
