@@ -21,7 +21,7 @@ from torch import nn
 from . import privacy
 from .models import build_model, count_parameters
 from .provenance import provenance
-from .train import load_split_tensors, resolve_device, select_epochs
+from .train import LOCAL_OPTIMIZERS, load_split_tensors, make_optimizer, resolve_device, select_epochs
 
 OPACUS_MODES = ("hooks", "ew", "functorch", "ghost")
 BACKENDS = ("fast", "opacus")
@@ -91,7 +91,7 @@ class RecordLevelDP:
                  model: str = "dpresnet", width: int = 16, lr: float = 1e-3, accountant: str = "prv",
                  backend: str = "fast", grad_sample_mode: str = "hooks", seed: int = 0, hospital="0",
                  ledger: privacy.PrivacyLedger | None = None, device="cpu", precision: str = "fp32",
-                 multiplicity: int = 1):
+                 multiplicity: int = 1, optimizer: str = "adam"):
         if not (isinstance(n_records, int) and n_records >= 1 and rounds >= 1 and local_epochs >= 1):
             raise ValueError("n_records, rounds and local_epochs must be integers >= 1")
         if not 1 <= batch_size <= n_records:
@@ -117,6 +117,9 @@ class RecordLevelDP:
             raise ValueError(f"multiplicity={multiplicity} needs backend='fast': Opacus' hooks clip each augmented "
                              "copy as its own sample instead of averaging a record's copies first")
         self.multiplicity = int(multiplicity)
+        if optimizer not in LOCAL_OPTIMIZERS:
+            raise ValueError(f"unknown local optimizer {optimizer!r}: choose one of {LOCAL_OPTIMIZERS}")
+        self.optimizer = optimizer
         # The noise stream lives on the CPU (the same draws on every CPU) except on a GPU, where drawing a
         # width-64 model's 4.8 M normals per step on the CPU would cost ≈ 35 ms a step: there it is the GPU's.
         self.generator = torch.Generator(device=self.device if self.device.type == "cuda" else "cpu")
@@ -170,7 +173,7 @@ class RecordLevelDP:
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             net.to(memory_format=torch.channels_last)  # the engine's data is channels-last (its GPU default)
         net.load_state_dict(global_state)
-        optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)  # fresh per round, as the paper's client
+        optimizer = make_optimizer(self.optimizer, net.parameters(), self.lr)  # fresh per round, as the paper's client
         session = self.session(net, optimizer, x.to(self.device), y.to(self.device))
         try:
             for _ in range(epochs):

@@ -23,11 +23,13 @@ from . import partition as _partition
 from .flat import get_flat, set_flat, weighted_mean  # noqa: F401 - also public here, as fl.get_flat etc.
 from .models import build_model, count_parameters
 from .provenance import provenance
-from .train import PRECISIONS, _progress_enabled, evaluate, load_split_tensors, resolve_device, train_epoch
+from .train import (LOCAL_OPTIMIZERS, PRECISIONS, _progress_enabled, evaluate, load_split_tensors, make_optimizer,
+                    resolve_device, train_epoch)
 
 DP_MODES = ("none", "dpsgd", "update_ldp", "client_level")
 AGGREGATORS = ("plain", "secagg")
-LATER_FIELDS = {"precision": "fp32", "multiplicity": 1}  # field -> default: omitted from to_dict() (and the hash) at that default
+# field -> default: omitted from to_dict() (and the hash) at that default
+LATER_FIELDS = {"precision": "fp32", "multiplicity": 1, "local_optimizer": "adam"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Experiment:
     extra: tuple[tuple[str, object], ...] = field(default=())  # room for later options, still hashed
     precision: str = "fp32"  # 'bf16': autocast in training and evaluation (changes results, so it is hashed)
     multiplicity: int = 1  # dpsgd only: augmented copies per record, averaged before clipping (fedmedlib.augment)
+    local_optimizer: str = "adam"  # each hospital's fresh optimiser per round: adam | sgd (momentum 0.9)
 
     def __post_init__(self):
         errors = []
@@ -83,6 +86,8 @@ class Experiment:
         elif self.multiplicity > 1 and self.dp != "dpsgd":
             errors.append(f"multiplicity={self.multiplicity} averages augmented copies inside DP-SGD's per-sample "
                           f"gradients: it needs dp='dpsgd' (got dp={self.dp!r}); leave it at 1 otherwise")
+        if self.local_optimizer not in LOCAL_OPTIMIZERS:
+            errors.append(f"local_optimizer {self.local_optimizer!r} is not one of {LOCAL_OPTIMIZERS}")
         if self.n_clients < 1 or self.rounds < 1 or self.local_epochs < 1:
             errors.append("n_clients, rounds and local_epochs must each be at least 1")
         for rnd, ids in self.dropout_schedule:
@@ -153,7 +158,8 @@ class Federation:
             self.x, self.x_test = (t.contiguous(memory_format=torch.channels_last) for t in (self.x, self.x_test))
         self.private = private  # a DP plug from fedmedlib.privacy (None = no DP)
         self.aggregator = aggregator
-        self.engine = _parallel.resolve_engine(engine, self.model, self.device, multiplicity=exp.multiplicity)
+        self.engine = _parallel.resolve_engine(engine, self.model, self.device, multiplicity=exp.multiplicity,
+                                               optimizer=exp.local_optimizer)
 
     def local_generator(self, cid: int, rnd: int) -> torch.Generator:
         """The batch order of hospital `cid` in round `rnd` (both engines draw it from here)."""
@@ -175,7 +181,7 @@ class Federation:
             loss = self.private.local_train(self.model, x, y, hospital.cid, rnd, generator)
         else:
             # A fresh Adam each round, as in the authors' client code.
-            optimizer = torch.optim.Adam(self.model.parameters(), lr=self.exp.lr)
+            optimizer = make_optimizer(self.exp.local_optimizer, self.model.parameters(), self.exp.lr)
             losses = [train_epoch(self.model, optimizer, x, y, batch_size=self.exp.batch_size, generator=generator,
                                   precision=self.exp.precision) for _ in range(self.exp.local_epochs)]
             loss = float(np.mean(losses))

@@ -28,17 +28,21 @@ ENGINES = ("auto", "sequential", "parallel")
 CHUNK_FLOATS = {"cpu": 2 ** 28, "cuda": 2 ** 30}
 
 
-def resolve_engine(engine: str, model: nn.Module, device: torch.device, multiplicity: int = 1) -> str:
-    """'auto': parallel on a GPU for models without BatchNorm and without augmentation multiplicity, else
-    sequential (faster on CPU, measured)."""
+def resolve_engine(engine: str, model: nn.Module, device: torch.device, multiplicity: int = 1,
+                   optimizer: str = "adam") -> str:
+    """'auto': parallel on a GPU for models without BatchNorm, without augmentation multiplicity and with the
+    local Adam of StackedAdam, else sequential (faster on CPU, measured)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "auto":
-        parallel_ok = device.type == "cuda" and not _batch_norms(model) and multiplicity == 1
+        parallel_ok = device.type == "cuda" and not _batch_norms(model) and multiplicity == 1 and optimizer == "adam"
         return "parallel" if parallel_ok else "sequential"
     if engine == "parallel" and multiplicity > 1:
         raise ValueError(f"engine='parallel' has no augmentation multiplicity (got multiplicity={multiplicity}): "
                          "use engine='sequential' (or 'auto'), whose fastdp.FastSession averages the copies")
+    if engine == "parallel" and optimizer != "adam":
+        raise ValueError(f"engine='parallel' steps every hospital with StackedAdam, not local_optimizer="
+                         f"{optimizer!r}: use engine='sequential' (or 'auto')")
     if engine == "parallel" and _batch_norms(model):
         raise ValueError(f"engine='parallel' cannot train {type(model).__name__}: its BatchNorm layers "
                          f"({_batch_norms(model)[0]}) mix the samples of a batch and keep running statistics, "

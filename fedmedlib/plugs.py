@@ -64,7 +64,7 @@ class RecordLevelPlug:
                 n_records, rounds=exp.rounds, local_epochs=exp.local_epochs, epsilon=exp.epsilon, delta=exp.delta,
                 clip=exp.clip, batch_size=min(exp.batch_size, n_records), model=exp.model, width=exp.width,
                 lr=exp.lr, seed=exp.seed * 100_003 + cid, hospital=cid, ledger=self.ledger, device=device,
-                precision=exp.precision, multiplicity=exp.multiplicity)
+                precision=exp.precision, multiplicity=exp.multiplicity, optimizer=exp.local_optimizer)
             if cid in self._pending:  # resuming: restore the spent budget and the noise stream
                 saved, dp = self._pending.pop(cid), self.hospitals[cid]
                 dp.steps_done, dp.accountant.history = saved["steps"], list(saved["history"])

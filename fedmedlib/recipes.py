@@ -19,6 +19,7 @@ from torch import nn
 from . import fl
 from .dpsgd import _opacus_quiet
 from .models import build_model
+from .train import make_optimizer
 
 
 def opacus_local_update(exp: fl.Experiment, global_flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *,
@@ -31,7 +32,7 @@ def opacus_local_update(exp: fl.Experiment, global_flat: torch.Tensor, x: torch.
     torch.manual_seed(seed)
     model = build_model(exp.model, width=exp.width)
     fl.set_flat(model, global_flat.cpu())
-    optimizer = torch.optim.Adam(model.parameters(), lr=exp.lr)
+    optimizer = make_optimizer(exp.local_optimizer, model.parameters(), exp.lr)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.cpu(), y.cpu()),
                                          batch_size=min(exp.batch_size, len(x)), shuffle=noise_multiplier is None)
     if noise_multiplier is not None:

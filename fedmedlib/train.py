@@ -38,6 +38,19 @@ def _progress_enabled(progress: bool | None) -> bool:
     return os.environ.get("FEDMED_PROGRESS", "1") not in ("0", "false", "no")
 
 
+LOCAL_OPTIMIZERS = ("adam", "sgd")
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """A hospital's fresh local optimiser: 'adam' (the paper's client) or 'sgd' with momentum 0.9 (the DP
+    literature's large-batch optimiser; momentum starts at zero each round, as Adam's moments do)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    raise ValueError(f"unknown local optimizer {name!r}: choose one of {LOCAL_OPTIMIZERS}")
+
+
 def batches(n: int, batch_size: int, generator: torch.Generator | None, shuffle: bool = True):
     """Index tensors of consecutive mini-batches over a (seeded) permutation of range(n)."""
     if batch_size < 1:

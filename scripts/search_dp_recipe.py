@@ -17,6 +17,9 @@ any stage resumes where it stopped, and a later stage re-reads the earlier ones 
   refine     one knob at a time around the best finished search trial, over REFINE_KNOBS (the clip sweep and
              step sizes a cut-short search never reached); the winner is then the best of the finished search
              and refinement trials (`finished_winner`)
+  federated-sgd
+             FEDERATED_SGD (each hospital's local optimiser is momentum SGD) at seed 0; then, if one of them is
+             the best federated variant so far by validation (`best_federated_variant`), its other --seeds
   complete   everything the book's tables show for the current winner that is not cached yet: its final
              seeds, every ablation knob, both curves at every CURVE_EPSILONS (seed 0)
   continue   the plan after a search cut short by its budget (what happened on 2026-11-27: a 15-minute H200 loan
@@ -44,10 +47,10 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from fedmedlib.dprecipe import DPRecipe
-from fedmedlib.recipe_search import (ABLATION_CPU, CURVE_CPU, CURVE_EPSILONS, EPSILON, FEDERATED, FEDERATED_CPU, KNOBS,
-                                     NAIVE, START, ablation_knobs, ablation_trial, best_search_trial, cached,
-                                     federated_experiment, knob_value, pick_federated, refine_trials, search_trials,
-                                     with_knob)
+from fedmedlib.recipe_search import (ABLATION_CPU, CURVE_CPU, CURVE_EPSILONS, EPSILON, FEDERATED, FEDERATED_CPU,
+                                     FEDERATED_SGD, KNOBS, NAIVE, START, ablation_knobs, ablation_trial,
+                                     best_federated_variant, best_search_trial, cached, federated_experiment,
+                                     knob_value, pick_federated, refine_trials, search_trials, with_knob)
 from fedmedlib.recipe_search import finished_winner as _finished_winner
 
 
@@ -182,7 +185,7 @@ def federated_jobs(pool: Pool, seeds: list[int], first: list[dict | None] | None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=["search", "ablation", "final", "federated", "all", "continue", "curve",
-                                                "refine", "complete"],
+                                                "refine", "complete", "federated-sgd"],
                         required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--scale", choices=["full", "tiny"], default="full")
@@ -207,6 +210,13 @@ def main() -> None:
         if args.stage == "refine":
             pool.run([recipe_job(t) for t in refine_trials(best_search_trial())])
             finished_winner()
+            return
+        if args.stage == "federated-sgd":
+            pool.run([("federated", dict(variant=v, seed=0)) for v in FEDERATED_SGD])
+            best = best_federated_variant()
+            print("FEDERATED WINNER", best, flush=True)
+            if best in FEDERATED_SGD:
+                pool.run([("federated", dict(variant=best, seed=s)) for s in args.seeds if s != 0])
             return
         if args.stage == "complete":
             winner = finished_winner()

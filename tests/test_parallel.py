@@ -12,6 +12,7 @@ import torch
 
 from fedmedlib import dpsgd, fl, parallel
 from fedmedlib.config import CPU
+from fedmedlib.models import build_model
 from fedmedlib.plugs import make_plugs
 from fedmedlib.results import result_path
 
@@ -120,8 +121,6 @@ def test_augmentation_multiplicity_in_federated_dpsgd(real_data_root):
         tiny(dp="dpsgd", multiplicity=0)
     # the vmap engine has no copies: 'auto' falls back to sequential even on a GPU, 'parallel' refuses
     net = tiny().model
-    from fedmedlib.models import build_model
-
     model = build_model(net, width=8)
     assert parallel.resolve_engine("auto", model, torch.device("cuda"), multiplicity=2) == "sequential"
     assert parallel.resolve_engine("auto", model, torch.device("cuda"), multiplicity=1) == "parallel"
@@ -142,3 +141,43 @@ def test_augmentation_multiplicity_in_federated_dpsgd(real_data_root):
     assert runs[1]["z"] == runs[2]["z"] and runs[2]["k"] == [2, 2, 2]
     assert runs[1]["rounds"][-1]["epsilon"] == runs[2]["rounds"][-1]["epsilon"] <= 6.0
     assert runs[1]["rounds"][-1]["val_loss"] != runs[2]["rounds"][-1]["val_loss"]
+
+
+def test_local_sgd_is_hashed_only_when_chosen_and_trains_each_hospital_with_momentum_sgd(real_data_root,
+                                                                                          monkeypatch):
+    from fedmedlib import train
+
+    assert "local_optimizer" not in tiny().to_dict() and tiny(local_optimizer="adam").hash() == tiny().hash()
+    assert tiny(local_optimizer="sgd").hash() != tiny().hash()
+    with pytest.raises(ValueError, match="local_optimizer 'rmsprop' is not one of"):
+        tiny(local_optimizer="rmsprop")
+    with pytest.raises(ValueError, match="unknown local optimizer 'rmsprop'"):
+        dpsgd.RecordLevelDP(100, rounds=1, optimizer="rmsprop")
+    model = build_model("dpresnet", width=8)
+    assert parallel.resolve_engine("auto", model, torch.device("cuda"), optimizer="sgd") == "sequential"
+    with pytest.raises(ValueError, match="StackedAdam, not local_optimizer='sgd'"):
+        parallel.resolve_engine("parallel", model, torch.device("cpu"), optimizer="sgd")
+    # without DP: the engine's local update is exactly train_epoch with SGD(momentum 0.9) from the global weights
+    exp = tiny(rounds=1, local_optimizer="sgd", lr=0.05)
+    fed = fl.Federation(exp, root=real_data_root)
+    start, hospital = fl.get_flat(fed.model).clone(), fed.hospitals[0]
+    update, _ = fed.local_update(hospital, start, 1)
+    net = build_model("dpresnet", width=8)
+    fl.set_flat(net, start)
+    generator = fed.local_generator(hospital.cid, 1)
+    torch.manual_seed(generator.initial_seed())
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    train.train_epoch(net, opt, fed.x[hospital.train_idx], fed.y[hospital.train_idx], batch_size=16,
+                      generator=generator)
+    torch.testing.assert_close(update, fl.get_flat(net) - start, rtol=0, atol=0)
+    # with DP-SGD: each hospital's fresh optimiser is the one the experiment names
+    made = []
+    real = dpsgd.make_optimizer
+    monkeypatch.setattr(dpsgd, "make_optimizer",
+                        lambda name, params, lr: made.append((name, lr)) or real(name, params, lr))
+    monkeypatch.setattr(dpsgd.privacy, "noise_multiplier", lambda *args, **kwargs: 1.0)  # wiring, not calibration
+    exp = tiny(rounds=1, dp="dpsgd", local_optimizer="sgd", lr=0.5, clip=1.0)
+    private, aggregator = make_plugs(exp)
+    fl.run_federated(exp, root=real_data_root, progress=False, engine="sequential", private=private,
+                     aggregator=aggregator)
+    assert made == [("sgd", 0.5)] * 3
