@@ -90,3 +90,10 @@ def test_gpu_plan_dp_step_probe_times_every_strategy_and_keeps_the_fastest(tmp_p
     assert os.environ["FEDMED_FASTDP_STRATEGY"] == chosen["strategy"]
     assert torch.backends.cudnn.benchmark == chosen["cudnn_benchmark"]
     assert json.loads(log.read_text())["entries"][0]["kind"] == "dp_step_probe"
+
+
+def test_grid_floor_counts_dp_sgd_flops_without_the_grouped_convolution_overcount():
+    floor = _load("grid_floor")
+    plain, dp = floor.per_image_flops("dpresnet", 16, False), floor.per_image_flops("dpresnet", 16, True)
+    # per-sample weight gradients and the clipped sum: one more weight-gradient pass, not B more
+    assert plain["train"] < dp["train"] < 2 * plain["train"] and dp["evaluate"] == plain["evaluate"]
