@@ -58,6 +58,9 @@ def test_grid_floor_smoke_adds_up_rounds_over_rates(real_data_root, tmp_path, mo
     assert result["cells"] == 1 and images["trained"] > 0 and images["evaluated"] > 0
     expected = (images["trained"] / 100.0 + images["evaluated"] / 1000.0) / 2 / 3600
     assert result["floor_hours"] == {"fp32": pytest.approx(expected), "bf16": pytest.approx(expected)}
+    trained_only = images["trained"] / 100.0 / 2 / 3600
+    assert result["floor_hours_training_only"] == {"fp32": pytest.approx(trained_only),
+                                                   "bf16": pytest.approx(trained_only)}
     plain = result["per_image_flops"]["dpresnet w16 plain"]
     assert plain["train"] > 2 * plain["evaluate"] > 0  # backward costs about twice the forward
 
