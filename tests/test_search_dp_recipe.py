@@ -128,6 +128,12 @@ def test_the_preset_is_the_winner_of_the_committed_search_trials():
     assert len(ran) >= 3 and all(0 < r["val_accuracy"] <= 100 and r["minutes"] > 0 for r in ran)
     best = max(ran, key=lambda r: r["val_accuracy"])
     assert (best["knob"], best["value"]) == ("multiplicity", "1")
+    # DP_TUNED_REASONS' claims about the refinement hold for the committed trials
+    refine = {(r["knob"], r["value"]): r for r in recipe_search.refine_table()[1:] if r["ran"]}
+    assert {("clip", "0.5"), ("clip", "2.0"), ("weight_standardization", "True")} <= set(refine)
+    assert all(r["change"] < 0 for r in refine.values())
+    seeds_val = [100 * recipe_search.cached(dprecipe.tuned(), s)["val_accuracy_best"] for s in recipe_search.SEEDS]
+    assert -refine["weight_standardization", "True"]["change"] < max(seeds_val) - min(seeds_val)
 
 
 def test_readers_report_what_ran_and_leave_the_rest_empty(tmp_path, monkeypatch):
