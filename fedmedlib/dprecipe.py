@@ -28,6 +28,8 @@ from .provenance import provenance
 from .train import load_split_tensors, resolve_device, select_epochs
 
 OPTIMIZERS = ("sgd", "adam")
+# Knobs added after results were cached -> default: hashed only when set, so those results keep their hashes.
+LATER_FIELDS = {"weight_standardization": False}
 SCHEDULES = ("constant", "cosine")
 
 
@@ -158,10 +160,8 @@ def dp_recipe(recipe: DPRecipe, *, seed: int = 0, epsilon: float = privacy.PAPER
     """Cached `train_recipe`: results/dp_recipe-<hash>.json, or run it (and save it) when allowed."""
     from . import results
 
-    # The name only labels a recipe: the same settings under another name are the same experiment. A knob
-    # added after results were cached is hashed only when it is set, so those results keep their hashes.
-    later = {"weight_standardization": False}
-    settings = {k: v for k, v in recipe.to_dict().items() if k != "name" and later.get(k, object()) != v}
+    # The name only labels a recipe: the same settings under another name are the same experiment.
+    settings = {k: v for k, v in recipe.to_dict().items() if k != "name" and LATER_FIELDS.get(k, object()) != v}
     config = dict(kind="dp_recipe", recipe=settings, seed=seed, epsilon=epsilon, delta=delta,
                   train_subset=train_subset, eval_subset=eval_subset)
     return results.load_or_run(

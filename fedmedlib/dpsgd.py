@@ -173,7 +173,8 @@ class RecordLevelDP:
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             net.to(memory_format=torch.channels_last)  # the engine's data is channels-last (its GPU default)
         net.load_state_dict(global_state)
-        optimizer = make_optimizer(self.optimizer, net.parameters(), self.lr)  # fresh per round, as the paper's client
+        # A fresh optimiser per round, as the paper's client
+        optimizer = make_optimizer(self.optimizer, net.parameters(), self.lr)
         session = self.session(net, optimizer, x.to(self.device), y.to(self.device))
         try:
             for _ in range(epochs):

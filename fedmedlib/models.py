@@ -36,11 +36,13 @@ class WSConv2d(nn.Conv2d):
 
     eps = 1e-5
 
+    def _standardize(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ŵ, s): the standardised filters and each output channel's sqrt(var + eps)."""
+        s = torch.sqrt(w.var(dim=(1, 2, 3), unbiased=False, keepdim=True) + self.eps)
+        return (w - w.mean(dim=(1, 2, 3), keepdim=True)) / s, s
+
     def standardized_weight(self) -> torch.Tensor:
-        w = self.weight
-        mean = w.mean(dim=(1, 2, 3), keepdim=True)
-        var = w.var(dim=(1, 2, 3), unbiased=False, keepdim=True)
-        return (w - mean) / torch.sqrt(var + self.eps)
+        return self._standardize(self.weight)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.standardized_weight(), self.bias)
@@ -50,10 +52,7 @@ class WSConv2d(nn.Conv2d):
         `grad` is (..., Cout, Cin, kh, kw), any leading (per-sample) dimensions. The map is linear and the
         same for every sample, so it turns per-sample gradients and their clipped sum alike:
         ∂L/∂w = (g − mean(g) − ŵ·mean(g ⊙ ŵ)) / s per output channel, s = sqrt(var(w) + eps)."""
-        w = self.weight.detach().to(grad.dtype)
-        mean = w.mean(dim=(1, 2, 3), keepdim=True)
-        s = torch.sqrt(w.var(dim=(1, 2, 3), unbiased=False, keepdim=True) + self.eps)
-        w_hat = (w - mean) / s
+        w_hat, s = self._standardize(self.weight.detach().to(grad.dtype))
         dims = (-3, -2, -1)
         return (grad - grad.mean(dims, keepdim=True) - w_hat * (grad * w_hat).mean(dims, keepdim=True)) / s
 

@@ -60,8 +60,8 @@ ABLATION_CPU = ("ema", "clip", "optimizer_lr")
 CURVE_CPU = (2.0, 1.0)
 # Around the best finished search trial (no augmentation, ~17 CPU-minutes per trial per core): the clip sweep
 # and the step size the cut-short search never reached, and weight standardisation (which the first search
-# did not have). lr·C is the largest total move per step, so the two
-# are swept separately at the other's centre value.
+# did not have). lr·C is the largest total move per step, so the two are swept separately, each at the
+# other's centre value.
 REFINE_KNOBS = {
     "clip": [0.5, 2.0],
     "optimizer_lr": [("sgd", 1.0), ("sgd", 4.0)],

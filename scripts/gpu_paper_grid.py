@@ -7,8 +7,8 @@ Usage (on the GPU machine; offline is fine, see scripts/gpu_paper_grid.sh for th
 
 1. Preflight: a CUDA device, opacus and medmnist importable, the verified bloodmnist.npz.
 2. Probe (engine 'probe', the default): first fastdp's DP-SGD step under each per-sample strategy, with cuDNN's
-   autotuner on and off, on Poisson-drawn batch sizes (the fastest setting is kept for the run); then one timed round of each engine (sequential, parallel) without DP and
-   with record-level DP at width 64 on a 3,000-image subset; each DP mode of the grid then runs on the faster
+   autotuner on and off, on Poisson-drawn batch sizes (the fastest setting is kept for the run); then one timed
+   round of each engine (sequential, parallel) without DP and with record-level DP at width 64 on a 3,000-image subset; each DP mode of the grid then runs on the faster
    engine (the engines agree up to float rounding, so the choice is not part of a result's hash). The probe
    also prints an estimate of the minutes the requested cells will take.
 3. The cells of `fedmedlib.grid` (table part), PAPER profile, most informative first. A finished cell is

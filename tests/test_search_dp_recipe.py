@@ -68,11 +68,11 @@ def test_finished_winner_is_the_best_validation_among_cached_trials(search, tmp_
 
 
 def _cache(trial, val):
-    from fedmedlib import results
+    from fedmedlib import dprecipe, results
     from fedmedlib.privacy import PAPER_DELTA, PAPER_EPSILON
 
-    settings = {k: v for k, v in trial.to_dict().items() if k != "name" and not (k == "weight_standardization"
-                                                                                  and v is False)}
+    settings = {k: v for k, v in trial.to_dict().items()
+                if k != "name" and dprecipe.LATER_FIELDS.get(k, object()) != v}
     key = dict(kind="dp_recipe", recipe=settings, seed=0, epsilon=PAPER_EPSILON, delta=PAPER_DELTA,
                train_subset=None, eval_subset=None)
     results.save(dict(config=key, seed=0, provenance={"device": "cpu"}, wall_time_s=60.0, val_accuracy_best=val),
