@@ -15,8 +15,9 @@ any stage resumes where it stopped, and a later stage re-reads the earlier ones 
   all        search, then final + ablation + federated
   curve      the winner (of the finished trials) and the naive recipe at CURVE_EPSILONS, seed 0
   refine     one knob at a time around the best finished search trial, over REFINE_KNOBS (the clip sweep and
-             step sizes a cut-short search never reached); the winner is then the best of the finished search
-             and refinement trials (`finished_winner`)
+             step sizes a cut-short search never reached, weight standardisation, 2 augmented copies); a
+             refinement trial replaces that centre only if it beats it by more than the centre's spread over
+             seeds (`finished_winner`)
   federated-sgd
              FEDERATED_SGD (each hospital's local optimiser is momentum SGD) at seed 0; then, if one of them is
              the best federated variant so far by validation (`best_federated_variant`), its other --seeds
