@@ -148,8 +148,9 @@ DP_TUNED_REASONS = {
     "clip": "C = 1: a small clip bounds every record's influence tightly, so less noise per unit of signal; "
             "the refinement's C = 0.5 and C = 2 both scored lower on validation, and chapter 7 ablates it back "
             "to the naive recipe's C = 7",
-    "multiplicity": "1: this run (no augmentation) reached 90.8 % validation; no run with 4 copies finished "
-                    "at 30 epochs, so the augmentation-multiplicity question is still open here",
+    "multiplicity": "1: this run (no augmentation) reached 90.8 % validation; the refinement's 2 copies scored "
+                    "lower on validation, and no run with 4 copies finished at 30 epochs, so whether more "
+                    "copies help is still open here",
     "ema": "0.999 weight average (with warm-up), evaluated only: post-processing, free in privacy",
     "width": "16: the width of the CPU profile, so centralized and federated numbers compare",
     "physical_batch": "256 records per forward pass: memory only (results depend on it only through the "

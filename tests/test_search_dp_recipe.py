@@ -137,7 +137,8 @@ def test_the_preset_is_the_winner_of_the_committed_search_trials():
     refine = {(r["knob"], r["value"]): r for r in recipe_search.refine_table()[1:] if r["ran"]}
     assert {("clip", "0.5"), ("clip", "2.0"), ("weight_standardization", "True")} <= set(refine)
     assert all(refine[k]["change"] < 0 for k in [("clip", "0.5"), ("clip", "2.0"), ("weight_standardization", "True"),
-                                                 ("optimizer_lr", "('sgd', 1.0)"), ("optimizer_lr", "('sgd', 4.0)")])
+                                                 ("optimizer_lr", "('sgd', 1.0)"), ("optimizer_lr", "('sgd', 4.0)"),
+                                                 ("multiplicity", "2")])
     spread = 100 * recipe_search.seed_spread(dprecipe.tuned())
     assert spread > 1 and -refine["weight_standardization", "True"]["change"] < spread
     assert all(r["change"] <= spread for r in refine.values())  # why the centre stays the preset
