@@ -30,10 +30,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fedmedlib import fastdp, grid
-from fedmedlib import partition as _partition
+from fedmedlib import fastdp, fl, grid
 from fedmedlib.config import get_profile
-from fedmedlib.data import load_bloodmnist, subset_indices
+from fedmedlib.data import load_bloodmnist
 from fedmedlib.models import build_model
 from fedmedlib.provenance import provenance
 
@@ -62,20 +61,6 @@ def per_image_flops(model_name: str, width: int, dp: bool, batch: int = 32) -> d
         net.eval()
         forward = _flops(lambda: net(x))
     return dict(train=train / batch, evaluate=forward / batch)
-
-
-def cell_images(exp, labels: dict) -> dict:
-    """Images trained (per round, summed over hospitals and local epochs) and evaluated per round, from the
-    same partition and local splits the engine builds."""
-    train_labels = labels["train"][subset_indices(len(labels["train"]), exp.train_subset, exp.seed)]
-    n_test = len(subset_indices(len(labels["test"]), exp.eval_subset, 0))
-    parts = _partition.partition(train_labels, exp.n_clients, exp.scheme, seed=exp.seed, alpha=exp.alpha,
-                                 classes_per_client=exp.classes_per_client)
-    trained = validated = 0
-    for cid, part in enumerate(parts):
-        tr, va = _partition.local_split(part, seed=exp.seed * 1000 + cid)
-        trained, validated = trained + len(tr), validated + len(va)
-    return dict(trained=exp.local_epochs * trained, evaluated=validated + n_test)
 
 
 def rates(model_name: str, width: int, dp: bool, precision: str, batch: int, steps: int) -> dict:
@@ -139,12 +124,13 @@ def main(argv: list[str] | None = None) -> dict:
     cells = list(grid.cells(profile, parts=("table",) if args.smoke else tuple(args.parts)))[:1 if args.smoke else None]
     labels = {s: load_bloodmnist(s, args.root)[1] for s in ("train", "test")}
 
+    counts = [fl.images_per_round(exp, labels) for _, exp in cells]
     flops_cache, total, by_kind, images = {}, 0.0, Counter(), Counter()
-    for part, exp in cells:
+    for (part, exp), n in zip(cells, counts):
         kind = (exp.model, exp.width, exp.dp == "dpsgd")
         if kind not in flops_cache:
             flops_cache[kind] = per_image_flops(*kind, batch=exp.batch_size)
-        f, n = flops_cache[kind], cell_images(exp, labels)
+        f = flops_cache[kind]
         cell = exp.rounds * (n["trained"] * f["train"] + n["evaluated"] * f["evaluate"])
         total += cell
         by_kind["dpsgd" if kind[2] else "plain training"] += cell
@@ -156,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     measured, floors, training_only = {}, {}, {}
     for precision in ("fp32", "bf16"):
         seconds = train_seconds = 0.0
-        for part, exp in cells:
+        for (part, exp), n in zip(cells, counts):
             kind = (exp.model, exp.width, exp.dp == "dpsgd")
             key = f"{kind[0]} w{kind[1]} {'dpsgd' if kind[2] else 'plain'} {precision} batch {exp.batch_size}"
             if key not in measured:
@@ -164,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f = flops_cache[kind]
                 measured[key].update(train_gflops=measured[key]["train"] * f["train"] / 1e9,
                                      evaluate_gflops=measured[key]["evaluate"] * f["evaluate"] / 1e9)
-            n, r = cell_images(exp, labels), measured[key]
+            r = measured[key]
             train_seconds += exp.rounds * n["trained"] / r["train"]
             seconds += exp.rounds * (n["trained"] / r["train"] + n["evaluated"] / r["evaluate"])
         floors[precision], training_only[precision] = seconds / cores / 3600, train_seconds / cores / 3600

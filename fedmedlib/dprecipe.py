@@ -25,9 +25,9 @@ from . import privacy
 from .fastdp import FastSession
 from .models import build_model, count_parameters
 from .provenance import provenance
-from .train import load_split_tensors, resolve_device, select_epochs
+from .train import LOCAL_OPTIMIZERS, load_split_tensors, make_optimizer, resolve_device, select_epochs
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = LOCAL_OPTIMIZERS
 # Knobs added after results were cached -> default: hashed only when set, so those results keep their hashes.
 LATER_FIELDS = {"weight_standardization": False}
 SCHEDULES = ("constant", "cosine")
@@ -91,9 +91,7 @@ def plan(recipe: DPRecipe, n_records: int, epsilon: float, delta: float) -> dict
 
 
 def _optimizer(recipe: DPRecipe, params):
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum)
-    return torch.optim.Adam(params, lr=recipe.lr)
+    return make_optimizer(recipe.optimizer, params, recipe.lr, recipe.momentum)
 
 
 def _ema_update(ema_net, net, decay: float, step: int) -> None:

@@ -19,6 +19,8 @@ References:
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -38,8 +40,6 @@ def default_strategy() -> str:
     """The strategy when none is given: $FEDMED_FASTDP_STRATEGY, else 'auto'. Every strategy computes the same
     clipped sum (tested), so this is a speed setting, not part of any experiment: 'auto' was tuned on a CPU,
     and a GPU may favour another (scripts/gpu_paper_grid.py times each one on the device it runs on)."""
-    import os
-
     chosen = os.environ.get("FEDMED_FASTDP_STRATEGY") or "auto"
     if chosen not in STRATEGIES:
         raise ValueError(f"FEDMED_FASTDP_STRATEGY={chosen!r} is not a fast-DP strategy: use one of {STRATEGIES}")
@@ -75,6 +75,10 @@ def _conv_strategy(m: nn.Conv2d, t: int, b: int) -> str:
     d = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
     if t * t * (d + m.out_channels) < t * d * m.out_channels:
         return "ghost"
+    return _per_sample_strategy(m, b)
+
+
+def _per_sample_strategy(m: nn.Conv2d, b: int) -> str:
     # Per-sample gradients by one grouped convolution, kept for the clipped sum: ≈ 2× cheaper than the
     # unfolded bmm plus a second weight-gradient pass (measured on 2 CPU cores at width 16), if they fit.
     return "grouped" if b * m.weight.numel() <= PER_SAMPLE_BUDGET else "materialise"
@@ -127,7 +131,7 @@ def _conv_terms(m: nn.Conv2d, a, g4, strategy: str, k: int = 1):
     if ws and strategy == "ghost":
         # The ghost norm is that of the gradient with respect to the standardised filters, and the weight
         # standardisation Jacobian is not an isometry: such a layer's per-sample gradients are materialised.
-        strategy = "grouped" if rows * m.weight.numel() <= PER_SAMPLE_BUDGET else "materialise"
+        strategy = _per_sample_strategy(m, rows)
     gb = _wide(g).sum(2).reshape(b, k, p).sum(1) if m.bias is not None else None
     if strategy == "grouped":
         sq, weight_sum = _grouped_terms(m, a, g4, k)

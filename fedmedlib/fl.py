@@ -127,6 +127,35 @@ class Hospital:
     val_idx: torch.Tensor
 
 
+def hospital_indices(exp: Experiment, labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each hospital's (local training, local validation) indices into the experiment's training images,
+    whose labels are `labels`: the partition, then each hospital's own split. Needs labels only, so image
+    counts can be planned without loading images."""
+    if exp.n_clients > len(labels):
+        raise ValueError(f"{exp.n_clients} hospitals but only {len(labels)} training images: use fewer")
+    parts = _partition.partition(labels, exp.n_clients, exp.scheme, seed=exp.seed, alpha=exp.alpha,
+                                 classes_per_client=exp.classes_per_client)
+    out = []
+    for cid, part in enumerate(parts):
+        if len(part) < 2:
+            raise ValueError(f"hospital {cid} got {len(part)} images: too few for a train/val split; "
+                             "use fewer hospitals, more data, or a larger min_size")
+        out.append(_partition.local_split(part, seed=exp.seed * 1000 + cid))
+    return out
+
+
+def images_per_round(exp: Experiment, labels: dict) -> dict:
+    """Images a round trains (summed over hospitals and local epochs) and evaluates (the hospitals' validation
+    splits and the test set), from the official splits' `labels` ({'train': ..., 'test': ...}) alone."""
+    from .data import subset_indices
+
+    train_labels = labels["train"][subset_indices(len(labels["train"]), exp.train_subset, exp.seed)]
+    splits = hospital_indices(exp, train_labels)
+    n_test = len(subset_indices(len(labels["test"]), exp.eval_subset, 0))
+    return dict(trained=exp.local_epochs * sum(len(tr) for tr, _ in splits),
+                evaluated=sum(len(va) for _, va in splits) + n_test)
+
+
 class Federation:
     """The data, the hospitals and one reusable model on one device; `play_round` plays a round."""
 
@@ -136,19 +165,9 @@ class Federation:
         torch.manual_seed(exp.seed)
         self.x, self.y = load_split_tensors("train", exp.train_subset, exp.seed, self.device, root)
         self.x_test, self.y_test = load_split_tensors("test", exp.eval_subset, 0, self.device, root)
-        labels = self.y.cpu().numpy()
-        if exp.n_clients > len(labels):
-            raise ValueError(f"{exp.n_clients} hospitals but only {len(labels)} training images: use fewer")
-        parts = _partition.partition(labels, exp.n_clients, exp.scheme, seed=exp.seed, alpha=exp.alpha,
-                                     classes_per_client=exp.classes_per_client)
-        self.hospitals = []
-        for cid, part in enumerate(parts):
-            if len(part) < 2:
-                raise ValueError(f"hospital {cid} got {len(part)} images: too few for a train/val split; "
-                                 "use fewer hospitals, more data, or a larger min_size")
-            tr, va = _partition.local_split(part, seed=exp.seed * 1000 + cid)
-            self.hospitals.append(Hospital(cid, torch.as_tensor(tr, device=self.device),
-                                           torch.as_tensor(va, device=self.device)))
+        splits = hospital_indices(exp, self.y.cpu().numpy())
+        self.hospitals = [Hospital(cid, *(torch.as_tensor(i, device=self.device) for i in (tr, va)))
+                          for cid, (tr, va) in enumerate(splits)]
         self.val_idx = torch.cat([h.val_idx for h in self.hospitals])
         self.model = build_model(exp.model, width=exp.width).to(self.device)
         # channels-last convolutions are faster on GPUs (tensor cores) and not on this CPU (909 vs 930 images/s

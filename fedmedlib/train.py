@@ -41,13 +41,13 @@ def _progress_enabled(progress: bool | None) -> bool:
 LOCAL_OPTIMIZERS = ("adam", "sgd")
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """A hospital's fresh local optimiser: 'adam' (the paper's client) or 'sgd' with momentum 0.9 (the DP
-    literature's large-batch optimiser; momentum starts at zero each round, as Adam's moments do)."""
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """A fresh optimiser: 'adam' (the paper's client) or 'sgd' with momentum (the DP literature's large-batch
+    optimiser). A hospital builds one each round, so its momentum starts at zero, as Adam's moments do."""
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
     raise ValueError(f"unknown local optimizer {name!r}: choose one of {LOCAL_OPTIMIZERS}")
 
 

@@ -8,7 +8,8 @@ Usage (on the GPU machine; offline is fine, see scripts/gpu_paper_grid.sh for th
 1. Preflight: a CUDA device, opacus and medmnist importable, the verified bloodmnist.npz.
 2. Probe (engine 'probe', the default): first fastdp's DP-SGD step under each per-sample strategy, with cuDNN's
    autotuner on and off, on Poisson-drawn batch sizes (the fastest setting is kept for the run); then one timed
-   round of each engine (sequential, parallel) without DP and with record-level DP at width 64 on a 3,000-image subset; each DP mode of the grid then runs on the faster
+   round of each engine (sequential, parallel) without DP and with record-level DP at width 64 on a 3,000-image
+   subset; each DP mode of the grid then runs on the faster
    engine (the engines agree up to float rounding, so the choice is not part of a result's hash). The probe
    also prints an estimate of the minutes the requested cells will take.
 3. The cells of `fedmedlib.grid` (table part), PAPER profile, most informative first. A finished cell is
@@ -59,8 +60,15 @@ def _count(n_clients, scheme, seed, train_subset, eval_subset, local_epochs) -> 
 
     exp = fl.Experiment(n_clients=n_clients, scheme=scheme, seed=seed, train_subset=train_subset,
                         eval_subset=eval_subset, local_epochs=local_epochs)
-    fed = fl.Federation(exp, device="cpu")
-    return local_epochs * sum(len(h.train_idx) for h in fed.hospitals), len(fed.val_idx) + len(fed.x_test)
+    n = fl.images_per_round(exp, _labels())
+    return n["trained"], n["evaluated"]
+
+
+@functools.lru_cache(maxsize=None)
+def _labels() -> dict:
+    from fedmedlib.data import load_bloodmnist
+
+    return {split: load_bloodmnist(split)[1] for split in ("train", "test")}
 
 
 def probe(profile, hospitals: int, images: int, device: str, log: str | None = None, info: dict | None = None) -> dict:
@@ -118,7 +126,7 @@ def dp_step_probe(width: int, device: str, *, batch: int = 32, steps: int = 12, 
     x = torch.randn(max(poisson + [batch]), 3, 28, 28, device=device)
     y = torch.randint(0, 8, (len(x),), device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    rows = {}
+    rows, poisson_ms = {}, {}
     for autotune in (False, True):
         torch.backends.cudnn.benchmark = autotune
         for strategy in fastdp.STRATEGIES:
@@ -132,11 +140,12 @@ def dp_step_probe(width: int, device: str, *, batch: int = 32, steps: int = 12, 
                 sync()
                 ms = 1000 * (time.perf_counter() - t) / steps
                 rows[f"{strategy}/cudnn.benchmark={autotune}/{sizes_name}"] = ms
+                if sizes_name == "poisson":
+                    poisson_ms[strategy, autotune] = ms
                 print(f"dp step  {strategy:<11} cudnn.benchmark={autotune!s:<5} {sizes_name:<7} {ms:8.1f} ms/step",
                       flush=True)
     tape.close()
-    best = min((k for k in rows if k.endswith("/poisson")), key=rows.get)
-    strategy, autotune = best.split("/")[0], best.split("/")[1].endswith("True")
+    strategy, autotune = min(poisson_ms, key=poisson_ms.get)
     os.environ["FEDMED_FASTDP_STRATEGY"] = strategy
     torch.backends.cudnn.benchmark = autotune
     out = dict(width=width, batch=batch, steps=steps, ms_per_step=rows, chosen=dict(strategy=strategy,

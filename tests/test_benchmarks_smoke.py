@@ -33,17 +33,16 @@ def test_fl_round_smoke_writes_every_row_with_ratios(real_data_root, tmp_path, m
     assert all(r["seconds"] > 0 and r["vs_engine"] > 0 for r in rows)
 
 
-def test_grid_floor_counts_the_images_the_engine_trains_and_evaluates(real_data_root):
+def test_images_per_round_are_the_images_the_engine_trains_and_evaluates(real_data_root):
     from fedmedlib import fl, grid
     from fedmedlib.config import QUICK
     from fedmedlib.data import load_bloodmnist
 
-    floor = _load("grid_floor")
     labels = {s: load_bloodmnist(s, real_data_root)[1] for s in ("train", "test")}
     for n_clients, scheme in ((5, "paper"), (5, "dirichlet")):
         exp = grid.experiment(QUICK, "dp-sa-", n_clients, scheme, seed=1, local_epochs=2)
         fed = fl.Federation(exp, root=real_data_root)
-        counted = floor.cell_images(exp, labels)
+        counted = fl.images_per_round(exp, labels)
         assert counted["trained"] == 2 * sum(len(h.train_idx) for h in fed.hospitals)
         assert counted["evaluated"] == len(fed.val_idx) + len(fed.y_test)
 
