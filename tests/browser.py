@@ -29,6 +29,10 @@ def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+# Chromium's answers to an evaluation whose page navigated away mid-call (it failed two local `make test` runs).
+NAVIGATION_ERRORS = ("Inspected target navigated or closed", "Execution context was destroyed")
+
+
 class Browser:
     """One headless Chromium with one page (a flattened DevTools session)."""
 
@@ -104,7 +108,14 @@ class Browser:
         """Poll a JavaScript expression until it is truthy; return its value."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError as error:
+                # A redirect (index.html's meta refresh) can replace the page while the expression runs:
+                # that evaluation is void, not an answer, so ask the new page instead.
+                if not any(m in str(error) for m in NAVIGATION_ERRORS):
+                    raise
+                value = None
             if value:
                 return value
             time.sleep(0.2)
