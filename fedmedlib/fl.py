@@ -26,10 +26,14 @@ from .provenance import provenance
 from .train import (LOCAL_OPTIMIZERS, PRECISIONS, _progress_enabled, evaluate, load_split_tensors, make_optimizer,
                     resolve_device, train_epoch)
 
-DP_MODES = ("none", "dpsgd", "update_ldp", "client_level")
+DP_MODES = ("none", "dpsgd", "update_ldp", "client_level", "distributed_dpsgd")
+SCHEDULES = ("constant", "cosine")
 AGGREGATORS = ("plain", "secagg")
 # field -> default: omitted from to_dict() (and the hash) at that default
-LATER_FIELDS = {"precision": "fp32", "multiplicity": 1, "local_optimizer": "adam"}
+LATER_FIELDS = {"precision": "fp32", "multiplicity": 1, "local_optimizer": "adam", "schedule": "constant", "ema": 0.0,
+                "eval_every": 1, "colluding": 0, "scale_bits": 16}
+# dp='distributed_dpsgd' only (fedmedlib.distributed_round): one DP-SGD step per round, the server's optimizer.
+DISTRIBUTED_ONLY = ("schedule", "ema", "colluding", "scale_bits")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,13 @@ class Experiment:
     precision: str = "fp32"  # 'bf16': autocast in training and evaluation (changes results, so it is hashed)
     multiplicity: int = 1  # dpsgd only: augmented copies per record, averaged before clipping (fedmedlib.augment)
     local_optimizer: str = "adam"  # each hospital's fresh optimiser per round: adam | sgd (momentum 0.9)
+    # dp='distributed_dpsgd': batch_size is the expected union batch, lr the server's SGD-momentum step size,
+    # rounds the number of DP-SGD steps; these four are its other knobs (see fedmedlib.distributed_round).
+    schedule: str = "constant"  # server learning-rate schedule: constant | cosine
+    ema: float = 0.0  # decay of the evaluated average of global weights (0 = evaluate the raw weights)
+    eval_every: int = 1  # evaluate the global model every this many rounds (and after the last)
+    colluding: int = 0  # hospitals assumed to pool their noise shares with the server
+    scale_bits: int = 16  # C / γ = 2^scale_bits integer levels per clip norm (quantization before SecAgg+)
 
     def __post_init__(self):
         errors = []
@@ -88,6 +99,9 @@ class Experiment:
                           f"gradients: it needs dp='dpsgd' (got dp={self.dp!r}); leave it at 1 otherwise")
         if self.local_optimizer not in LOCAL_OPTIMIZERS:
             errors.append(f"local_optimizer {self.local_optimizer!r} is not one of {LOCAL_OPTIMIZERS}")
+        if int(self.eval_every) != self.eval_every or self.eval_every < 1:
+            errors.append(f"eval_every must be an integer >= 1, got {self.eval_every!r}")
+        errors += self._distributed_errors()
         if self.n_clients < 1 or self.rounds < 1 or self.local_epochs < 1:
             errors.append("n_clients, rounds and local_epochs must each be at least 1")
         for rnd, ids in self.dropout_schedule:
@@ -97,6 +111,21 @@ class Experiment:
                               f"1..{self.rounds} / clients 0..{self.n_clients - 1}")
         if errors:
             raise ValueError("invalid Experiment: " + "; ".join(errors))
+
+    def _distributed_errors(self) -> list[str]:
+        if self.dp != "distributed_dpsgd":
+            return [f"{k}={getattr(self, k)!r} applies only to dp='distributed_dpsgd' (got dp={self.dp!r}): "
+                    "leave it at its default" for k in DISTRIBUTED_ONLY if getattr(self, k) != LATER_FIELDS[k]]
+        errors = []
+        if self.aggregator != "secagg":
+            errors.append("dp='distributed_dpsgd' splits the noise across hospitals, so only a secure sum is "
+                          "private: it needs aggregator='secagg' (in the clear each update carries a share only)")
+        if self.local_epochs != 1 or self.fraction_fit != 1.0 or self.multiplicity != 1 or self.model != "dpresnet":
+            errors.append("dp='distributed_dpsgd' takes one DP-SGD step per round over every hospital: it needs "
+                          "local_epochs=1, fraction_fit=1.0, multiplicity=1 and model='dpresnet'")
+        if self.schedule not in SCHEDULES or not 0 <= self.ema < 1:
+            errors.append(f"schedule must be one of {SCHEDULES} and ema in [0, 1), got {self.schedule!r}, {self.ema}")
+        return errors
 
     def to_dict(self) -> dict:
         d = json.loads(json.dumps(dataclasses.asdict(self)))
@@ -243,6 +272,8 @@ def _plain_aggregate(updates, weights, *, clients=None, dropped=None):
 def play_round(fed: Federation, global_flat: torch.Tensor, rnd: int, *, private=None,
                aggregate=None) -> tuple[torch.Tensor, dict]:
     """One FedAvg round: sample, train (`fed.engine`), privatize, aggregate, evaluate -> (new global, record)."""
+    if private is not None and hasattr(private, "play_round"):  # a round of its own (distributed_dpsgd)
+        return private.play_round(fed, global_flat, rnd)
     aggregate, t0 = aggregate or _plain_aggregate, time.perf_counter()
     chosen, dropped = fed.sample(rnd)
     survivors = [c for c in chosen if c not in dropped]
@@ -305,7 +336,8 @@ def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str 
     for rnd in tqdm(rounds, desc=f"FedAvg {exp.n_clients} hospitals", disable=not _progress_enabled(progress)):
         global_flat, record = play_round(fed, global_flat, rnd, private=private, aggregate=aggregate)
         state["history"].append(record)
-        if state["best"] is None or record["val_accuracy"] > state["best"]["val_accuracy"]:
+        evaluated = "val_accuracy" in record  # every round, or every exp.eval_every rounds
+        if evaluated and (state["best"] is None or record["val_accuracy"] > state["best"]["val_accuracy"]):
             state["best"], state["best_flat"] = record, global_flat.detach().clone()
         state["round"] = rnd
         if ckpt:
@@ -316,7 +348,9 @@ def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str 
             torch.save(payload, ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
 
-    return fed.summary(state["history"], state["best"], started, engine=fed.engine)
+    audit = private.audit() if private is not None and hasattr(private, "audit") else {}
+    return fed.summary(state["history"], state["best"], started, engine=fed.engine, **(dict(privacy=audit)
+                                                                                         if audit else {}))
 
 
 def federated(exp: Experiment, *, profile: str, allow_run: bool = True, device="auto", root=None,

@@ -41,6 +41,9 @@ COLUMNS = (
            explanation="record-level DP-SGD in every hospital, ε = 6 over all rounds (δ = 1.9e-4)"),
     Column("client_level", "DP+ SecAgg+ client-level", "client_level", "secagg",
            explanation="client-level DP-FedAvg, distributed noise, ε = 6 over all rounds"),
+    Column("as_should", "DP+ SecAgg+ as it should be done", "distributed_dpsgd", "secagg",
+           explanation="record-level DP-SGD at ε = 6, one step per round over the union batch, the noise split "
+                       "across hospitals as integer Skellam shares that only SecAgg+'s sum carries in full"),
 )
 COLUMN = {c.key: c for c in COLUMNS}
 
@@ -72,6 +75,16 @@ def paper_number(n_clients: int, column: str, scheme: str = "paper") -> float | 
     return row.get(column, row.get("dp+") if COLUMN[column].dp != "none" else None)
 
 
+def distributed_settings(profile, n_clients: int) -> dict:
+    """The 'as it should be done' column's recipe (config.DP_DISTRIBUTED; QUICK: a few live rounds) and its
+    SecAgg+ threshold, which is also the fewest survivors its noise is calibrated for."""
+    from .config import DISTRIBUTED_SURVIVOR_FRACTION, DP_DISTRIBUTED, DP_DISTRIBUTED_QUICK
+
+    base = DP_DISTRIBUTED_QUICK if profile.name == "quick" else DP_DISTRIBUTED
+    threshold = max(2, math.ceil(DISTRIBUTED_SURVIVOR_FRACTION * n_clients - 1e-9))
+    return dict(base, secagg_threshold=threshold, local_epochs=1)  # one DP-SGD step per round, in any profile
+
+
 def experiment(profile, column: str, n_clients: int, scheme: str, seed: int, **overrides) -> Experiment:
     """The Experiment of one grid cell (`overrides` e.g. model='resnet9' or epsilon=2.0)."""
     if column not in COLUMN:
@@ -79,21 +92,31 @@ def experiment(profile, column: str, n_clients: int, scheme: str, seed: int, **o
     if scheme not in SPLITS:
         raise ValueError(f"the grid's splits are {SPLITS}, got {scheme!r}")
     c = COLUMN[column]
+    if c.dp == "distributed_dpsgd":
+        overrides = {**distributed_settings(profile, n_clients), **overrides}
     return Experiment.from_profile(profile, n_clients=n_clients, scheme=scheme, seed=seed, dp=c.dp,
                                    aggregator=c.aggregator, drop_noise=c.drop_noise, **overrides)
 
 
-def sweep_experiment(profile, epsilon: float, n_clients: int, scheme: str, seed: int) -> Experiment:
-    """A point of the privacy-utility sweep: record-level DP-SGD at `epsilon` with SecAgg+ (∞ = no DP),
-    so ε = 6 is the grid's 'as claimed' cell and ε = ∞ its 'DP− SecAgg+' cell."""
+SWEEP_COLUMNS = ("as_claimed", "as_should")
+
+
+def sweep_experiment(profile, epsilon: float, n_clients: int, scheme: str, seed: int,
+                     column: str = "as_claimed") -> Experiment:
+    """A point of a privacy-utility sweep: record-level DP-SGD at `epsilon` with SecAgg+ (∞ = no DP), in the
+    'as claimed' column (local noise) or the 'as it should be done' one (noise split under SecAgg+); so ε = 6
+    is that column's grid cell and ε = ∞ the 'DP− SecAgg+' cell."""
     if not (epsilon > 0):
         raise ValueError(f"epsilon must be positive (math.inf for no DP), got {epsilon}")
+    if column not in SWEEP_COLUMNS:
+        raise ValueError(f"a sweep runs in one of the columns {SWEEP_COLUMNS}, got {column!r}")
     if math.isinf(epsilon):
         return experiment(profile, "dp-sa+", n_clients, scheme, seed)
-    return experiment(profile, "as_claimed", n_clients, scheme, seed, epsilon=float(epsilon))
+    return experiment(profile, column, n_clients, scheme, seed, epsilon=float(epsilon))
 
 
 HEADLINE = (10, "paper")  # the row the paper reports first: 10 hospitals, its own split
+PARTS = ("table", "sweep", "sweep-should", "rq3")
 
 
 def seeds_for(profile, part: str, n_clients: int, scheme: str) -> tuple[int, ...]:
@@ -108,13 +131,14 @@ def seeds_for(profile, part: str, n_clients: int, scheme: str) -> tuple[int, ...
 def cells(profile, *, parts=("table",), hospitals=None, schemes=SPLITS, seeds=None, columns=None):
     """Yield (part, Experiment) for the requested parts of the grid, most informative first.
 
-    parts: 'table' (hospitals × columns × splits), 'sweep' (ε sweep at 10 hospitals), 'rq3' (ResNet-9 vs
+    parts: 'table' (hospitals × columns × splits), 'sweep' (ε sweep at 10 hospitals), 'sweep-should' (the same
+    ε sweep in the 'as it should be done' column, paper split), 'rq3' (ResNet-9 vs
     DPResNet without DP, 10 hospitals). Seeds are the outer loop, so seed 0 of everything comes first;
     `seeds=None` follows the profile's policy (`seeds_for`), explicit seeds run every listed cell with them.
     """
-    unknown = set(parts) - {"table", "sweep", "rq3"}
+    unknown = set(parts) - set(PARTS)
     if unknown:
-        raise ValueError(f"unknown grid parts {sorted(unknown)}: choose from table, sweep, rq3")
+        raise ValueError(f"unknown grid parts {sorted(unknown)}: choose from {', '.join(PARTS)}")
     hospitals = tuple(hospitals or _hospital_order(profile.hospitals))
     columns = tuple(columns or COLUMN)
 
@@ -130,6 +154,9 @@ def cells(profile, *, parts=("table",), hospitals=None, schemes=SPLITS, seeds=No
                          if wanted(seed, "table", n, scheme)]
             if "sweep" in parts and wanted(seed, "sweep", 10, scheme):
                 todo += [("sweep", sweep_experiment(profile, e, 10, scheme, seed)) for e in SWEEP_EPSILONS]
+            if "sweep-should" in parts and wanted(seed, "sweep", 10, scheme) and scheme == "paper":
+                todo += [("sweep-should", sweep_experiment(profile, e, 10, scheme, seed, "as_should"))
+                         for e in SWEEP_EPSILONS if not math.isinf(e)]
             if "rq3" in parts and wanted(seed, "rq3", 10, scheme):
                 todo += [("rq3", experiment(profile, "dp-sa-", 10, scheme, seed, model="resnet9"))]
             for part, exp in todo:
@@ -230,11 +257,12 @@ def frame(rows: list[dict]):
 
 
 def sweep_point(profile, epsilon: float, *, scheme: str = "paper", hospitals: int = 10, seeds=None, directory=None,
-                metric: str = "test_accuracy_at_best_val") -> dict | None:
+                metric: str = "test_accuracy_at_best_val", column: str = "as_claimed") -> dict | None:
     """One point of the sweep from results/: target ε, ε spent, the seeds found and mean ± std accuracy (%);
     None when no seed of it has run."""
     found = [r for seed in (seeds if seeds is not None else seeds_for(profile, "sweep", hospitals, scheme))
-             if (r := load_cell(sweep_experiment(profile, epsilon, hospitals, scheme, seed), profile.name, directory))]
+             if (r := load_cell(sweep_experiment(profile, epsilon, hospitals, scheme, seed, column), profile.name,
+                                directory))]
     if not found:
         return None
     return dict(epsilon=epsilon, epsilon_spent=_mean_or_none([r["rounds"][-1].get("epsilon") for r in found]),
@@ -242,10 +270,10 @@ def sweep_point(profile, epsilon: float, *, scheme: str = "paper", hospitals: in
 
 
 def sweep(profile, *, scheme: str = "paper", seeds=None, directory=None,
-          metric: str = "test_accuracy_at_best_val") -> list[dict]:
-    """The privacy–utility sweep's points present in results/ (10 hospitals), in order of ε."""
-    points = [sweep_point(profile, eps, scheme=scheme, seeds=seeds, directory=directory, metric=metric)
-              for eps in SWEEP_EPSILONS]
+          metric: str = "test_accuracy_at_best_val", column: str = "as_claimed") -> list[dict]:
+    """A privacy–utility sweep's points present in results/ (10 hospitals), in order of ε."""
+    points = [sweep_point(profile, eps, scheme=scheme, seeds=seeds, directory=directory, metric=metric,
+                          column=column) for eps in SWEEP_EPSILONS]
     return [p for p in points if p is not None]
 
 

@@ -165,12 +165,17 @@ class ClientLevelPlug:
 
 
 def make_private(exp):
-    """The DP plug for `exp.dp`: record-level DP-SGD, update-level LDP as coded, or client-level DP-FedAvg."""
+    """The DP plug for `exp.dp`: record-level DP-SGD, update-level LDP as coded, client-level DP-FedAvg, or
+    record-level DP-SGD with the noise split across hospitals under SecAgg+ (distributed_dpsgd)."""
     if exp.dp == "dpsgd" and exp.model != "dpresnet":
         raise ValueError(f"dp='dpsgd' needs per-sample gradients, which {exp.model} (BatchNorm) cannot give: "
                          "use model='dpresnet'")
     if exp.noise_placement not in ("central", "distributed"):
         raise ValueError(f"noise_placement must be 'central' or 'distributed', got {exp.noise_placement!r}")
+    if exp.dp == "distributed_dpsgd":
+        from .distributed_round import DistributedDPPlug
+
+        return DistributedDPPlug(exp)
     return {"dpsgd": RecordLevelPlug, "update_ldp": UpdateLevelPlug, "client_level": ClientLevelPlug}[exp.dp](exp)
 
 

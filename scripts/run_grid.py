@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--engine", default="auto", choices=["auto", "sequential", "parallel"],
                         help="hospitals one after another or all at once (fedmedlib.parallel); auto: parallel on a GPU")
-    parser.add_argument("--parts", nargs="+", default=["table"], choices=["table", "sweep", "rq3"])
+    parser.add_argument("--parts", nargs="+", default=["table"], choices=list(grid.PARTS))
     parser.add_argument("--hospitals", type=int, nargs="+", default=None)
     parser.add_argument("--schemes", nargs="+", default=list(grid.SPLITS), choices=list(grid.SPLITS))
     parser.add_argument("--columns", nargs="+", default=None, choices=list(grid.COLUMN))
