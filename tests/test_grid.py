@@ -20,15 +20,16 @@ def test_columns_map_to_the_dp_modes_they_name():
     modes = {c.key: (c.dp, c.aggregator, c.drop_noise) for c in grid.COLUMNS}
     assert modes == {"dp-sa-": ("none", "plain", False), "dp-sa+": ("none", "secagg", False),
                      "as_published": ("update_ldp", "secagg", True), "as_coded": ("update_ldp", "secagg", False),
-                     "as_claimed": ("dpsgd", "secagg", False), "client_level": ("client_level", "secagg", False)}
+                     "as_claimed": ("dpsgd", "secagg", False), "client_level": ("client_level", "secagg", False),
+                     "as_should": ("distributed_dpsgd", "secagg", False)}
 
 
 def test_cells_cover_the_grid_once_each_with_shared_sweep_points():
     todo = list(grid.cells(CPU, parts=("table", "sweep", "rq3"), seeds=(0,)))
     hashes = [e.hash() for _, e in todo]
     assert len(hashes) == len(set(hashes))
-    # 3 hospital counts x 6 columns x 2 splits + (8 sweep points - 2 shared with the table) x 2 + 1 RQ3 x 2
-    assert len(todo) == 36 + 12 + 2
+    # 3 hospital counts x 7 columns x 2 splits + (8 sweep points - 2 shared with the table) x 2 + 1 RQ3 x 2
+    assert len(todo) == 42 + 12 + 2
     assert todo[0][1].n_clients == 10  # the paper's headline row first
     assert grid.sweep_experiment(CPU, 6.0, 10, "paper", 0) == grid.experiment(CPU, "as_claimed", 10, "paper", 0)
     assert grid.sweep_experiment(CPU, math.inf, 10, "paper", 0) == grid.experiment(CPU, "dp-sa+", 10, "paper", 0)
@@ -40,15 +41,15 @@ def test_cpu_profile_runs_three_seeds_in_the_headline_row_and_one_elsewhere():
                             ("rq3", 10, "paper")]:
         assert grid.seeds_for(CPU, part, n, scheme) == (0,)
     todo = list(grid.cells(CPU, parts=("table", "sweep", "rq3")))
-    assert len({e.hash() for _, e in todo}) == len(todo) == 50 + 2 * 6  # seed 0 of everything + 2 seeds x 6 columns
+    assert len({e.hash() for _, e in todo}) == len(todo) == 56 + 2 * 7  # seed 0 of everything + 2 seeds x 7 columns
     extra = [e for _, e in todo if e.seed != 0]
     assert {(e.n_clients, e.scheme) for e in extra} == {(10, "paper")} and {e.seed for e in extra} == {1, 2}
-    assert [e.seed for _, e in todo][:50] == [0] * 50  # seed 0 of every cell before any second seed
+    assert [e.seed for _, e in todo][:56] == [0] * 56  # seed 0 of every cell before any second seed
 
 
 def test_paper_profile_runs_every_cell_with_every_seed():
     assert PAPER.grid_seeds_elsewhere is None
-    assert len(list(grid.cells(PAPER, parts=("table", "sweep", "rq3")))) == 3 * 50
+    assert len(list(grid.cells(PAPER, parts=("table", "sweep", "rq3")))) == 3 * 56
     assert grid.seeds_for(PAPER, "sweep", 10, "dirichlet") == PAPER.seeds
 
 
@@ -114,3 +115,20 @@ def test_a_tiny_grid_cell_runs_end_to_end_and_is_then_read_from_the_cache(tmp_pa
     assert first["config"]["dp"] == "dpsgd" and first["config"]["aggregator"] == "secagg"
     again = federated(exp, profile="cpu-test", allow_run=False, root=real_data_root)
     assert again["wall_time_s"] == first["wall_time_s"]  # read back, not re-run
+
+
+def test_the_should_be_done_column_uses_the_distributed_recipe_and_its_own_sweep():
+    from fedmedlib.config import DP_DISTRIBUTED
+
+    exp = grid.experiment(CPU, "as_should", 10, "paper", 0)
+    assert (exp.dp, exp.aggregator, exp.local_epochs) == ("distributed_dpsgd", "secagg", 1)
+    assert {k: getattr(exp, k) for k in DP_DISTRIBUTED} == DP_DISTRIBUTED
+    # noise calibrated for any 60 % of the hospitals: the SecAgg+ threshold is the same number
+    assert [grid.experiment(CPU, "as_should", n, "paper", 0).secagg_threshold for n in (5, 10, 20)] == [3, 6, 12]
+    assert grid.experiment(PAPER, "as_should", 10, "paper", 0).local_epochs == 1  # one DP-SGD step per round
+    sweep = [e for part, e in grid.cells(CPU, parts=("sweep-should",)) if part == "sweep-should"]
+    assert sorted(e.epsilon for e in sweep) == [0.5, 1, 2, 4, 6, 8, 16]
+    assert {(e.dp, e.n_clients, e.scheme, e.seed) for e in sweep} == {("distributed_dpsgd", 10, "paper", 0)}
+    assert grid.sweep_experiment(CPU, 6.0, 10, "paper", 0, "as_should") == exp
+    with pytest.raises(ValueError, match="sweep runs in one of the columns"):
+        grid.sweep_experiment(CPU, 6.0, 10, "paper", 0, "as_coded")
