@@ -80,6 +80,13 @@ class RecordLevelPlug:
         """The largest ε any hospital has spent so far (each has its own budget)."""
         return max((h.epsilon_spent for h in self.hospitals.values()), default=0.0)
 
+    def audit(self) -> dict:
+        """Per hospital, what an auditor needs to recompute its ε: noise multiplier, sample rate, steps, δ."""
+        return dict(accountant="prv", delta=self.exp.delta, epsilon_target=self.exp.epsilon, hospitals={
+            str(cid): dict(n_records=h.n_records, noise_multiplier=h.noise_multiplier, sample_rate=h.sample_rate,
+                           steps=h.steps_done, delta=h.delta, accountant=h.accountant_name,
+                           epsilon=h.epsilon_spent) for cid, h in sorted(self.hospitals.items())})
+
     def state_dict(self) -> dict:
         return {cid: dict(steps=h.steps_done, history=list(h.accountant.history),
                           generator=h.generator.get_state()) for cid, h in self.hospitals.items()}
