@@ -31,7 +31,7 @@ def run_cell(width: int, mode: str, batch: int, steps: int) -> dict:
     import torch
     from torch import nn
 
-    from fedmedlib import fastdp
+    from fedmedlib.privacy import fastdp
     from fedmedlib.models import build_model
 
     warnings.filterwarnings("ignore")
@@ -117,7 +117,7 @@ def main() -> None:
 
 
 def _write(args, rows, load_before) -> None:
-    from fedmedlib.provenance import provenance
+    from fedmedlib.experiments.provenance import provenance
 
     result = dict(benchmark="dp_overhead", batch=args.batch, clip=7.0, noise_multiplier=1.0, rows=rows,
                   memory_measure="peak RSS (ru_maxrss) minus RSS before the first step, one fresh process per cell",

@@ -33,9 +33,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fedmedlib import fl, plugs, recipes
+from fedmedlib import fl
+from fedmedlib.fl import modes as plugs
+from fedmedlib.experiments import opacus_tutorial
 from fedmedlib.models import build_model
-from fedmedlib.provenance import provenance
+from fedmedlib.experiments.provenance import provenance
 from fedmedlib.train import autocast
 
 ROWS = ("engine", "engine-bf16", "engine-parallel", "recipe", "flower-recipe", "compute", "compute-bf16")
@@ -80,10 +82,10 @@ def engine_round(exp: fl.Experiment, root, engine: str, repeats: int, warm_up: b
 
 def recipe_round(exp, fed, sigmas, repeats: int) -> dict:
     h = min(fed.hospitals, key=lambda h: len(h.train_idx))  # warm-up: imports, Opacus' first wrap
-    recipes.opacus_local_update(exp, fl.get_flat(fed.model), fed.x[h.train_idx][:64], fed.y[h.train_idx][:64],
+    opacus_tutorial.opacus_local_update(exp, fl.get_flat(fed.model), fed.x[h.train_idx][:64], fed.y[h.train_idx][:64],
                                 noise_multiplier=None if sigmas is None else 1.0)
     start = fl.get_flat(fed.model).clone()
-    return _best([_timed(lambda: recipes.opacus_round(fed, start, 2, noise_multipliers=sigmas))
+    return _best([_timed(lambda: opacus_tutorial.opacus_round(fed, start, 2, noise_multipliers=sigmas))
                   for _ in range(repeats)])
 
 

@@ -30,11 +30,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fedmedlib import fastdp, fl, grid
+from fedmedlib.privacy import fastdp
+from fedmedlib import fl
+from fedmedlib.experiments import grid
 from fedmedlib.config import get_profile
 from fedmedlib.data import load_bloodmnist
 from fedmedlib.models import build_model
-from fedmedlib.provenance import provenance
+from fedmedlib.experiments.provenance import provenance
 
 
 def _flops(function) -> int:

@@ -17,7 +17,6 @@ from torch import nn
 
 from . import data as _data
 from .models import build_model, count_parameters
-from .provenance import provenance
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -173,34 +172,9 @@ def train_centralized(*, model: str = "dpresnet", width: int = 16, epochs: int =
     result = dict(
         kind="centralized", config=config, seed=seed, n_train=len(y_train), n_val=len(y_val),
         n_test=len(y_test), n_parameters=count_parameters(net), history=history, **summary,
-        wall_time_s=time.perf_counter() - started, provenance=provenance(dev),
+        wall_time_s=time.perf_counter() - started, device=str(dev),
     )
     if return_model:
         net.load_state_dict(best_state)
         return result, net
     return result
-
-
-def centralized_config(profile, model: str, seed: int) -> dict:
-    """The full settings of a centralized baseline run under a preset (the cache key of its result)."""
-    return dict(kind="centralized", profile=profile.name, model=model, width=profile.width,
-                epochs=profile.centralized_epochs, batch_size=profile.batch_size, lr=profile.lr,
-                train_subset=profile.train_subset, eval_subset=profile.eval_subset, seed=seed)
-
-
-def centralized_baseline(profile, model: str, seed: int = 0, *, allow_run: bool = True, device: str = "auto",
-                         progress: bool | None = None) -> dict:
-    """Cached centralized run: read results/centralized-<hash>.json, or train and save it.
-
-    The QUICK profile is a live demonstration: it always runs and is never written to results/.
-    """
-    from . import results
-
-    config = centralized_config(profile, model, seed)
-    run = lambda: train_centralized(  # noqa: E731 - deferred so a cached result costs nothing
-        model=model, width=profile.width, epochs=profile.centralized_epochs, batch_size=profile.batch_size,
-        lr=profile.lr, seed=seed, train_subset=profile.train_subset, eval_subset=profile.eval_subset,
-        device=device, progress=progress)
-    if profile.name == "quick":
-        return run()
-    return results.load_or_run("centralized", config, run, allow_run=allow_run)

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from fedmedlib import data, fl, privacy
-from fedmedlib.results import results_dir
+from fedmedlib.experiments.results import results_dir
 
 SOURCE = ("derived after the run by scripts/add_privacy_audit.py from this file's config: local training "
           "splits from the labels, noise multipliers from the same calibration (privacy.noise_multiplier)")

@@ -12,7 +12,7 @@ Usage (on the GPU machine; offline is fine, see scripts/gpu_paper_grid.sh for th
    subset; each DP mode of the grid then runs on the faster
    engine (the engines agree up to float rounding, so the choice is not part of a result's hash). The probe
    also prints an estimate of the minutes the requested cells will take.
-3. The cells of `fedmedlib.grid` (table part), PAPER profile, most informative first. A finished cell is
+3. The cells of `fedmedlib.experiments.grid` (table part), PAPER profile, most informative first. A finished cell is
    results/federated-<hash>.json, exactly as scripts/run_grid.py writes it, plus one line (minutes, images/s,
    engine, device) in results/benchmarks/gpu_paper_grid.json. Cells already in results/ are skipped and an
    interrupted cell resumes from results/_checkpoints, so re-running continues where it stopped.
@@ -76,7 +76,8 @@ def probe(profile, hospitals: int, images: int, device: str, log: str | None = N
 
     Each measurement is appended to `log` as soon as it is taken: a time limit that cuts the probe short
     (as one did on 2026-11-27, in the DP-SGD parallel run) then still leaves the ones it finished on record."""
-    from fedmedlib import fl, plugs
+    from fedmedlib import fl
+    from fedmedlib.fl import modes as plugs
 
     out = {}
     for dp in ("none", "dpsgd"):
@@ -90,7 +91,7 @@ def probe(profile, hospitals: int, images: int, device: str, log: str | None = N
             seconds = r["rounds"][1]["seconds"]
             out[f"{dp}/{engine}"] = dict(seconds_per_round=seconds, images_per_s=(train + evaluated) / seconds)
             if log:
-                from fedmedlib.provenance import provenance
+                from fedmedlib.experiments.provenance import provenance
 
                 _record(log, dict(kind="probe_row", **(info or {}), profile=profile.name, dp=dp, engine=engine,
                                   hospitals=hospitals, train_subset=images, eval_subset=images // 3,
@@ -116,7 +117,7 @@ def dp_step_probe(width: int, device: str, *, batch: int = 32, steps: int = 12, 
     import numpy as np
     import torch
 
-    from fedmedlib import fastdp
+    from fedmedlib.privacy import fastdp
     from fedmedlib.models import build_model
 
     torch.manual_seed(0)
@@ -151,7 +152,7 @@ def dp_step_probe(width: int, device: str, *, batch: int = 32, steps: int = 12, 
     out = dict(width=width, batch=batch, steps=steps, ms_per_step=rows, chosen=dict(strategy=strategy,
                                                                                   cudnn_benchmark=autotune))
     if log:
-        from fedmedlib.provenance import provenance
+        from fedmedlib.experiments.provenance import provenance
 
         _record(log, dict(kind="dp_step_probe", **(info or {}), **out, provenance=provenance(device)))
     print(f"dp step: using strategy {strategy!r} with cudnn.benchmark={autotune} for the rest of this run", flush=True)
@@ -185,11 +186,11 @@ def main() -> None:
     started = time.time()
     info = preflight(args.device)
     print(json.dumps(info), flush=True)
-    from fedmedlib import grid
+    from fedmedlib.experiments import grid
     from fedmedlib.config import get_profile
-    from fedmedlib.fl import federated
-    from fedmedlib.provenance import provenance
-    from fedmedlib.results import result_path
+    from fedmedlib.experiments.runs import federated
+    from fedmedlib.experiments.provenance import provenance
+    from fedmedlib.experiments.results import result_path
 
     profile = get_profile(args.profile)
     cells = [exp for _, exp in grid.cells(profile, parts=("table",), hospitals=args.hospitals, schemes=args.schemes,

@@ -11,7 +11,7 @@ import torch
 
 from fedmedlib.attacks import experiments as ex
 from fedmedlib.config import get_profile
-from fedmedlib.results import result_path
+from fedmedlib.experiments.results import result_path
 
 
 def main() -> None:

@@ -9,8 +9,8 @@ import time
 
 from fedmedlib.config import get_profile
 from fedmedlib.models import MODELS
-from fedmedlib.results import result_path
-from fedmedlib.train import centralized_baseline, centralized_config
+from fedmedlib.experiments.results import result_path
+from fedmedlib.experiments.runs import centralized_baseline, centralized_config
 
 
 def main() -> None:

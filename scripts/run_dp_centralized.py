@@ -8,8 +8,8 @@ import argparse
 import time
 
 from fedmedlib.config import get_profile
-from fedmedlib.dpsgd import DP_BATCH_SIZE, dp_centralized, dp_centralized_config
-from fedmedlib.results import result_path
+from fedmedlib.experiments.runs import DP_BATCH_SIZE, dp_centralized, dp_centralized_config
+from fedmedlib.experiments.results import result_path
 
 
 def main() -> None:

@@ -13,10 +13,10 @@ checkpoint folder before running it, and skips cells another live worker has cla
 import argparse
 import time
 
-from fedmedlib import grid
+from fedmedlib.experiments import grid
 from fedmedlib.config import get_profile
-from fedmedlib.fl import federated
-from fedmedlib.results import claim, result_path
+from fedmedlib.experiments.runs import federated
+from fedmedlib.experiments.results import claim, result_path
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--engine", default="auto", choices=["auto", "sequential", "parallel"],
-                        help="hospitals one after another or all at once (fedmedlib.parallel); auto: parallel on a GPU")
+                        help="hospitals one after another or all at once (fedmedlib.fl.parallel); auto: parallel on a GPU")
     parser.add_argument("--parts", nargs="+", default=["table"], choices=list(grid.PARTS))
     parser.add_argument("--hospitals", type=int, nargs="+", default=None)
     parser.add_argument("--schemes", nargs="+", default=list(grid.SPLITS), choices=list(grid.SPLITS))

@@ -1,4 +1,4 @@
-"""Run the 'as it should be done' column's short search (fedmedlib.distributed_search), resumable.
+"""Run the 'as it should be done' column's short search (fedmedlib.experiments.distributed_search), resumable.
 
 Usage:
     python scripts/search_distributed.py [--profile cpu] [--variants centre lr1 rounds400] [--list]
@@ -9,10 +9,10 @@ Each finished variant is written to results/ (federated-<hash>.json); several wo
 import argparse
 import time
 
-from fedmedlib import distributed_search
+from fedmedlib.experiments import distributed_search
 from fedmedlib.config import get_profile
-from fedmedlib.fl import federated
-from fedmedlib.results import claim, result_path
+from fedmedlib.experiments.runs import federated
+from fedmedlib.experiments.results import claim, result_path
 
 
 def main() -> None:

@@ -47,12 +47,9 @@ import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-from fedmedlib.dprecipe import DPRecipe
-from fedmedlib.recipe_search import (ABLATION_CPU, CURVE_CPU, CURVE_EPSILONS, EPSILON, FEDERATED, FEDERATED_CPU,
-                                     FEDERATED_SGD, KNOBS, NAIVE, START, ablation_knobs, ablation_trial,
-                                     best_federated_variant, best_search_trial, cached, federated_experiment,
-                                     knob_value, pick_federated, refine_trials, search_trials, with_knob)
-from fedmedlib.recipe_search import finished_winner as _finished_winner
+from fedmedlib.privacy.recipe import DPRecipe
+from fedmedlib.experiments.recipe_search import ABLATION_CPU, CURVE_CPU, CURVE_EPSILONS, EPSILON, FEDERATED, FEDERATED_CPU, FEDERATED_SGD, KNOBS, NAIVE, START, ablation_knobs, ablation_trial, best_federated_variant, best_search_trial, cached, federated_experiment, knob_value, pick_federated, refine_trials, search_trials, with_knob
+from fedmedlib.experiments.recipe_search import finished_winner as _finished_winner
 
 
 def _job(kind: str, spec: dict, device: str, tiny: bool) -> dict:
@@ -62,7 +59,7 @@ def _job(kind: str, spec: dict, device: str, tiny: bool) -> dict:
     torch.set_num_threads(1)  # many workers share the cores; each one's hot loop is a single thread
     t0 = time.time()
     if kind == "recipe":
-        from fedmedlib.dprecipe import dp_recipe
+        from fedmedlib.experiments.runs import dp_recipe
 
         recipe, scale = DPRecipe(**spec["recipe"]), {}
         if tiny:
@@ -74,7 +71,7 @@ def _job(kind: str, spec: dict, device: str, tiny: bool) -> dict:
                     val=r["val_accuracy_best"],
                     test=r["test_accuracy_at_best_val"], eps=r["epsilon_spent"], z=r["noise_multiplier"])
     else:
-        from fedmedlib.fl import federated
+        from fedmedlib.experiments.runs import federated
 
         exp = federated_experiment(spec["variant"], spec["seed"], tiny)
         r = federated(exp, profile="quick" if tiny else "cpu", device=device, progress=False, engine="auto")

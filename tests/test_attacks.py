@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedmedlib import mechanisms
+from fedmedlib.privacy import mechanisms
 from fedmedlib.attacks import inversion as inv
 from fedmedlib.attacks import membership as mia
 from fedmedlib.attacks import metrics
@@ -264,7 +264,7 @@ def test_attack_figures_draw_into_a_given_axis_and_return_its_figure():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fedmedlib import plots
+    from fedmedlib.book import plots
 
     fig, ax = plt.subplots()
     assert plots.roc_curves({"attack": ([0, 0.01, 1], [0, 0.2, 1])}, ax=ax) is fig

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedmedlib import privacy
+from fedmedlib.privacy import accounting
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "fl_round.py"
 
@@ -21,7 +21,7 @@ def _load(name):
 
 def test_fl_round_smoke_writes_every_row_with_ratios(real_data_root, tmp_path, monkeypatch):
     # The plumbing is under test, not the calibration (≈5-10 s per hospital with PRV): any σ will do.
-    monkeypatch.setattr(privacy, "noise_multiplier", lambda *args, **kwargs: 1.0)
+    monkeypatch.setattr(accounting, "noise_multiplier", lambda *args, **kwargs: 1.0)
     spec = importlib.util.spec_from_file_location("fl_round", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
@@ -34,7 +34,8 @@ def test_fl_round_smoke_writes_every_row_with_ratios(real_data_root, tmp_path, m
 
 
 def test_images_per_round_are_the_images_the_engine_trains_and_evaluates(real_data_root):
-    from fedmedlib import fl, grid
+    from fedmedlib import fl
+    from fedmedlib.experiments import grid
     from fedmedlib.config import QUICK
     from fedmedlib.data import load_bloodmnist
 
@@ -78,7 +79,7 @@ def test_gpu_plan_dp_step_probe_times_every_strategy_and_keeps_the_fastest(tmp_p
     spec = importlib.util.spec_from_file_location("gpu_paper_grid", BENCH.parents[1] / "scripts" / "gpu_paper_grid.py")
     plan = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plan)
-    from fedmedlib import fastdp
+    from fedmedlib.privacy import fastdp
 
     monkeypatch.delenv("FEDMED_FASTDP_STRATEGY", raising=False)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after

@@ -1,5 +1,5 @@
-"""Distributed Skellam DP under SecAgg+: the mechanism (fedmedlib.distributed_dp) and its round
-(fedmedlib.distributed_round) — equivalence to a centralized DP-SGD step, calibrated variance, accounting, refusals."""
+"""Distributed Skellam DP under SecAgg+: the mechanism (fedmedlib.privacy.skellam) and its round
+(fedmedlib.fl.distributed) — equivalence to a centralized DP-SGD step, calibrated variance, accounting, refusals."""
 
 import math
 
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from fedmedlib import distributed_dp as ddp
-from fedmedlib import distributed_round, fl, plugs, privacy
-from fedmedlib.fastdp import LayerTape, clipped_gradient_sum
+from fedmedlib.privacy import skellam as ddp
+from fedmedlib.fl import distributed as distributed_round, modes as plugs
+from fedmedlib import fl, privacy
+from fedmedlib.privacy.fastdp import LayerTape, clipped_gradient_sum
 from fedmedlib.models import build_model
 from fedmedlib.secagg import secure_sum
 
@@ -164,7 +165,7 @@ def test_resume_gives_the_same_run(real_data_root, tmp_path, interrupted_run):
 
 
 def test_no_wrap_around_at_the_books_settings_and_a_clear_error_where_it_could():
-    from fedmedlib import grid
+    from fedmedlib.experiments import grid
     from fedmedlib.config import CPU, PAPER
 
     for profile, dim in ((CPU, 301_976), (PAPER, 4_802_120)):

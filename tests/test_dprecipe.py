@@ -4,8 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from fedmedlib import dprecipe, fastdp, privacy
-from fedmedlib.augment import augment
+from fedmedlib.experiments import runs
+from fedmedlib.privacy import fastdp
+from fedmedlib.privacy import recipe as dprecipe
+from fedmedlib import privacy
+from fedmedlib.privacy.augment import augment
 from fedmedlib.models import build_model
 
 
@@ -153,7 +156,7 @@ def test_weight_standardization_is_hashed_only_when_set(tmp_path, monkeypatch):
     keys = []
     for recipe in (base, base.replace(weight_standardization=True)):
         with pytest.raises(FileNotFoundError) as missing:
-            dprecipe.dp_recipe(recipe, allow_run=False)
+            runs.dp_recipe(recipe, allow_run=False)
         keys.append(str(missing.value))
     assert keys[0] != keys[1]
     with pytest.raises(ValueError, match="weight_standardization must be True or False"):

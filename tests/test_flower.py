@@ -12,7 +12,8 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, RecordDict
 from flwr.clientapp.mod import LocalDpMod
 
-from fedmedlib import fl, plugs
+from fedmedlib import fl
+from fedmedlib.fl import modes as plugs
 from fedmedlib.flower import SecAggSettings, check_secagg, dp_mod_for, make_client_app, run_flower_simulation, wire
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,9 +2,10 @@ import math
 
 import pytest
 
-from fedmedlib import grid, results
+from fedmedlib.experiments import grid, results
 from fedmedlib.config import CPU, PAPER, QUICK
-from fedmedlib.fl import Experiment, federated
+from fedmedlib.fl import Experiment
+from fedmedlib.experiments.runs import federated
 
 
 def test_grid_cells_keep_the_hashes_of_results_committed_before_the_grid_existed():

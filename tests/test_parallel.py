@@ -1,4 +1,4 @@
-"""The parallel-hospitals engine (fedmedlib.parallel) against the sequential one, and its masked Adam.
+"""The parallel-hospitals engine (fedmedlib.fl.parallel) against the sequential one, and its masked Adam.
 
 Tolerances: in float64 the two engines agree to 1e-7 of the largest update coordinate (the same batches,
 Poisson draws, noise draws, Adam steps; only the summation order differs; measured: ≤ 2e-12 relative). In float32 per-step gradients agree to ~4e-6 relative, but Adam
@@ -10,11 +10,13 @@ metrics agree to about 1e-3 — the same order as running the sequential engine 
 import pytest
 import torch
 
-from fedmedlib import dpsgd, fl, parallel
+from fedmedlib.privacy import dpsgd
+from fedmedlib import fl
+from fedmedlib.fl import parallel
 from fedmedlib.config import CPU
 from fedmedlib.models import build_model
-from fedmedlib.plugs import make_plugs
-from fedmedlib.results import result_path
+from fedmedlib.fl.modes import make_plugs
+from fedmedlib.experiments.results import result_path
 
 
 def tiny(**kw):
@@ -175,7 +177,7 @@ def test_local_sgd_is_hashed_only_when_chosen_and_trains_each_hospital_with_mome
     real = dpsgd.make_optimizer
     monkeypatch.setattr(dpsgd, "make_optimizer",
                         lambda name, params, lr: made.append((name, lr)) or real(name, params, lr))
-    monkeypatch.setattr(dpsgd.privacy, "noise_multiplier", lambda *args, **kwargs: 1.0)  # wiring, not calibration
+    monkeypatch.setattr(dpsgd.accounting, "noise_multiplier", lambda *args, **kwargs: 1.0)  # wiring, not calibration
     exp = tiny(rounds=1, dp="dpsgd", local_optimizer="sgd", lr=0.5, clip=1.0)
     private, aggregator = make_plugs(exp)
     fl.run_federated(exp, root=real_data_root, progress=False, engine="sequential", private=private,

@@ -4,7 +4,8 @@ import warnings
 import pytest
 import torch
 
-from fedmedlib import fl, plugs
+from fedmedlib import fl
+from fedmedlib.fl import modes as plugs
 from fedmedlib.privacy import gaussian_sigma
 
 

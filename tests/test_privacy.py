@@ -158,7 +158,7 @@ def test_explorer_rows_carry_sigma_noise_to_signal_and_composed_epsilon():
     assert one_round["client_level_noise_multiplier"] < row["client_level_noise_multiplier"]
 
 
-@pytest.mark.parametrize("module", ["privacy", "mechanisms"])
+@pytest.mark.parametrize("module", ["privacy.accounting", "privacy.mechanisms"])
 def test_docstring_examples_print_their_pinned_output(module):
     import doctest
     import importlib

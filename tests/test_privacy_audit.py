@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fedmedlib.results import results_dir
+from fedmedlib.experiments.results import results_dir
 
 # PRV (Opacus) against PLD (dp-accounting): two numerical accountants of the same mechanism. 2 %, or Opacus'
 # own stated error (PRVAccountant.get_epsilon's eps_error = 0.01, absolute), whichever is larger: at ε = 0.5 the

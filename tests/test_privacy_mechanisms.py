@@ -1,4 +1,4 @@
-"""Vector mechanisms (fedmedlib.mechanisms): clipping, noise that is really applied, as-coded guarantees."""
+"""Vector mechanisms (fedmedlib.privacy.mechanisms): clipping, noise that is really applied, as-coded guarantees."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedmedlib import mechanisms as mech
+from fedmedlib.privacy import mechanisms as mech
 from fedmedlib import privacy
 
 D = 200_000  # coordinates: the std of 200k draws is within ~0.3 % of σ (3 standard errors ≈ 0.5 %)

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from fedmedlib import results
+from fedmedlib.experiments import results
 from fedmedlib.config import CPU, QUICK
-from fedmedlib.train import centralized_config
+from fedmedlib.experiments.runs import centralized_config
 
 
 def _result(config):

@@ -68,7 +68,8 @@ def test_finished_winner_is_the_best_validation_among_cached_trials(search, tmp_
 
 
 def _cache(trial, val, seed=0):
-    from fedmedlib import dprecipe, results
+    from fedmedlib.privacy import recipe as dprecipe
+    from fedmedlib.experiments import results
     from fedmedlib.privacy import PAPER_DELTA, PAPER_EPSILON
 
     settings = {k: v for k, v in trial.to_dict().items()
@@ -80,7 +81,7 @@ def _cache(trial, val, seed=0):
 
 
 def test_refinement_moves_one_knob_around_the_best_search_trial_and_can_replace_it(tmp_path, monkeypatch):
-    from fedmedlib import recipe_search as rs
+    from fedmedlib.experiments import recipe_search as rs
 
     monkeypatch.setenv("FEDMED_RESULTS", str(tmp_path))
     trials = rs.search_trials()
@@ -114,7 +115,7 @@ def test_refinement_moves_one_knob_around_the_best_search_trial_and_can_replace_
 
 
 def test_federated_naive_variant_is_the_grids_as_claimed_cell(search):
-    from fedmedlib import grid
+    from fedmedlib.experiments import grid
     from fedmedlib.config import CPU
 
     (cell,) = [e for _, e in grid.cells(CPU, parts=("table",), hospitals=[10], schemes=["paper"],
@@ -124,7 +125,8 @@ def test_federated_naive_variant_is_the_grids_as_claimed_cell(search):
 
 
 def test_the_preset_is_the_winner_of_the_committed_search_trials():
-    from fedmedlib import dprecipe, recipe_search
+    from fedmedlib.privacy import recipe as dprecipe
+    from fedmedlib.experiments import recipe_search
 
     assert recipe_search.finished_winner() == dprecipe.tuned()
     rows = recipe_search.search_table()
@@ -145,7 +147,7 @@ def test_the_preset_is_the_winner_of_the_committed_search_trials():
 
 
 def test_readers_report_what_ran_and_leave_the_rest_empty(tmp_path, monkeypatch):
-    from fedmedlib import recipe_search
+    from fedmedlib.experiments import recipe_search
 
     monkeypatch.setenv("FEDMED_RESULTS", str(tmp_path))  # nothing has run here
     assert recipe_search.curve("tuned") == [] and recipe_search.best_federated_variant() is None
@@ -158,7 +160,7 @@ def test_readers_report_what_ran_and_leave_the_rest_empty(tmp_path, monkeypatch)
 
 
 def test_the_best_federated_variant_is_chosen_on_validation_with_one_tie_rule():
-    from fedmedlib.recipe_search import pick_federated
+    from fedmedlib.experiments.recipe_search import pick_federated
 
     assert pick_federated({"naive": 0.9, "b64-c1-lr2e-3": 0.5}) == "b64-c1-lr2e-3"  # naive is the baseline
     assert pick_federated({"naive": 0.6}) is None

@@ -3,13 +3,7 @@
 import numpy as np
 import pytest
 
-from fedmedlib.secagg.quantize import (
-    dequantize_mean,
-    integer_weights,
-    quantization_step,
-    quantize,
-    weight_levels,
-)
+from fedmedlib.secagg.quantize import dequantize_mean, integer_weights, quantization_step, quantize, weight_levels
 
 
 def test_round_trip_error_is_below_one_step():

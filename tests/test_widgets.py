@@ -2,7 +2,10 @@ import math
 
 import pytest
 
-from fedmedlib import dpsgd, grid, privacy, results, widgets
+from fedmedlib.privacy import dpsgd
+from fedmedlib.experiments import grid, results
+from fedmedlib import privacy
+from fedmedlib.book import widgets
 from fedmedlib.config import CPU
 
 # A small budget that calibrates in about a second: few rounds, so few DP-SGD steps.

@@ -1,7 +1,7 @@
 """The attack experiments of chapter 8 under the QUICK and CPU presets, each value with its reason; cached JSON.
 
 References:
-    fedmedlib.results (run-or-load with provenance); Carlini et al., IEEE S&P 2022 (audit design);
+    fedmedlib.experiments.results (run-or-load with provenance); Carlini et al., IEEE S&P 2022 (audit design);
     Geiping et al., NeurIPS 2020 (inversion settings).
 """
 
@@ -13,8 +13,9 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from .. import privacy, results
-from ..provenance import provenance
+from .. import privacy
+from ..experiments import results
+from ..experiments.provenance import provenance
 from ..train import load_split_tensors
 from . import inversion as inv
 from .membership import AuditSettings, Defence, audit
@@ -115,7 +116,7 @@ def _release(defence: str, model, batches, z: float, seed: int) -> tuple[list[to
         noised = inv.dpsgd_gradient(model, x0, y0, clip=privacy.PAPER_CLIP, noise_multiplier=z, generator=gen)
         return noised, inv.flatten(signal)
     if defence == "update_ldp":
-        from ..mechanisms import PAPER_SIGMA
+        from ..privacy.mechanisms import PAPER_SIGMA
 
         flat = inv.flatten(clean)
         noised = inv.update_noise_gradient(clean, clip=privacy.PAPER_CLIP, sigma=PAPER_SIGMA, generator=gen)

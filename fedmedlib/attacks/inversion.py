@@ -53,7 +53,7 @@ def batch_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
 def dpsgd_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, clip: float,
                    noise_multiplier: float, generator: torch.Generator | None = None) -> list[torch.Tensor]:
     """One DP-SGD step's released gradient: per-image clipping to `clip`, N(0, (z·clip)²) on the sum, / batch."""
-    from ..fastdp import LayerTape, clipped_gradient_sum, noisy_gradient
+    from ..privacy.fastdp import LayerTape, clipped_gradient_sum, noisy_gradient
 
     tape = LayerTape(model)
     try:
@@ -80,7 +80,7 @@ def update_noise_gradient(grads: list[torch.Tensor], *, clip: float, sigma: floa
                           generator: torch.Generator | None = None) -> list[torch.Tensor]:
     """The paper's update-level LDP on a one-step update: the update at the clip norm (the largest signal
     the clip allows, the attacker's best case) plus N(0, σ²) per parameter."""
-    from ..mechanisms import add_gaussian
+    from ..privacy.mechanisms import add_gaussian
 
     flat = flatten(grads)
     update = flat * (clip / flat.norm())

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .. import mechanisms, privacy
+from ..privacy import mechanisms
+from .. import privacy
 from ..models import build_model
 from ..train import evaluate, train_epoch
 from . import metrics
@@ -125,7 +126,7 @@ def train_model(x: torch.Tensor, y: torch.Tensor, defence: Defence, s: AuditSett
     """One audited model trained on (x, y) under `defence`; returns (model, info with the accounted ε)."""
     torch.manual_seed(seed)
     if defence.name == "dpsgd":
-        from ..dpsgd import RecordLevelDP
+        from ..privacy.dpsgd import RecordLevelDP
 
         dp = RecordLevelDP(len(x), rounds=s.epochs, epsilon=defence.epsilon, delta=s.delta, clip=s.clip,
                            batch_size=s.dp_batch_size, width=s.width, lr=s.lr, seed=seed, device=x.device)

@@ -5,7 +5,7 @@ experiment itself arrives with every training message, so client and server cann
 The app speaks two formats: the Message API (`arrays` + `config`) for plain FedAvg, and Flower's legacy
 `fitins.*` / `fitres.*` records, which `SecAggPlusWorkflow` and `secaggplus_mod` still require.
 
-Differential privacy: the experiment's `dp` mode runs through the very plug of `fedmedlib.plugs` that the
+Differential privacy: the experiment's `dp` mode runs through the very plug of `fedmedlib.fl.modes` that the
 in-process engine uses — its client half here (`local_train` = DP-SGD, `privatize_update` = clipping and
 local or distributed noise), its server half (`weight`, `server_noise`, `spent`) in the ServerApp. A DP
 client sends the released update (new − global), not its weights, so that the server aggregates exactly what
@@ -35,7 +35,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 
 from .. import fl
-from ..plugs import make_private
+from ..fl.modes import make_private
 from . import wire
 
 _FEDERATIONS: dict[tuple, fl.Federation] = {}  # one per (experiment, data root) in this process

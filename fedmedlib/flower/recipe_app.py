@@ -5,7 +5,7 @@ clients send their new weights and the server averages them, as the paper's code
 LocalDpMod-free FedAvg; the DP-SGD happens inside each client, with the noise multipliers handed over.
 
 References:
-    Flower 1.42 `flwr.clientapp.ClientApp`; fedmedlib.recipes (the recipe itself).
+    Flower 1.42 `flwr.clientapp.ClientApp`; fedmedlib.experiments.opacus_tutorial (the recipe itself).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..recipes import opacus_local_update
+from ..experiments.opacus_tutorial import opacus_local_update
 from . import wire
 from .client_app import _partition_id, federation, query
 
@@ -38,7 +38,7 @@ def _train(msg: Message, context: Context, *, noise_multipliers: dict[int, float
 
 
 def make_recipe_client_app(noise_multipliers: dict[int, float] | None = None) -> ClientApp:
-    """ClientApp whose hospitals train with `recipes.opacus_local_update` (σ per hospital: DP on)."""
+    """ClientApp whose hospitals train with `opacus_tutorial.opacus_local_update` (σ per hospital: DP on)."""
     app = ClientApp()
     app.train()(functools.partial(_train, noise_multipliers=noise_multipliers))
     app.query()(query)

@@ -6,7 +6,7 @@ same central evaluation (`Federation.evaluate_global`) — and returns a history
 SecAgg+ rounds go through `SecAggPlusWorkflow`, which still speaks Flower's legacy strategy interface; a
 small strategy hands it our sampled clients and keeps the securely aggregated mean.
 
-Under a DP mode the server holds the server half of the same `fedmedlib.plugs` object the in-process engine
+Under a DP mode the server holds the server half of the same `fedmedlib.fl.modes` object the in-process engine
 uses: its `weight` (client-level: uniform), its `server_noise` (client-level: central noise or the top-up for
 missing distributed shares) and its accountant. Clients send released updates and, where they account
 themselves (DP-SGD, update-level LDP), the ε spent so far; the history's `epsilon` is the in-process value.
@@ -35,7 +35,8 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.serverapp import Grid, ServerApp
 
 from .. import fl
-from ..plugs import make_private
+from ..experiments.runs import with_provenance
+from ..fl.modes import make_private
 from . import wire
 
 
@@ -218,7 +219,7 @@ def run_server(grid: Grid, context: Context, exp: fl.Experiment, *, secagg: SecA
         history.append(record)
         if best is None or metrics["val_accuracy"] > best["val_accuracy"]:
             best = record
-    history_dict = fed.summary(history, best, started, engine="flower")
+    history_dict = with_provenance(fed.summary(history, best, started, engine="flower"))
     return history_dict, global_flat
 
 

@@ -10,7 +10,7 @@ import os
 import warnings
 
 from .. import fl
-from ..plugs import make_private
+from ..fl.modes import make_private
 from .client_app import make_client_app
 from .server_app import SecAggSettings, check_secagg, make_server_app
 
@@ -42,7 +42,7 @@ def run_flower_simulation(exp: fl.Experiment, *, secagg: bool | None = None, num
     `secagg=None` follows `exp.aggregator`; `num_shares` defaults to `exp.secagg_neighbours` or, when that
     is unset, to every client of a round (bumped to odd when needed); `threshold` to `exp.secagg_threshold`.
     `exp.dp` (dpsgd, update_ldp incl. drop_noise, client_level central or distributed) runs through the
-    same `fedmedlib.plugs` object as `fl.run_federated`, split between the ClientApp and the ServerApp; each
+    same `fedmedlib.fl.modes` object as `fl.run_federated`, split between the ClientApp and the ServerApp; each
     round of the history records `epsilon`. Bad SecAgg+ or DP settings raise ValueError here, before Ray
     starts. With `return_model=True` returns (history, final global flat vector). `client_app` replaces the
     project's ClientApp (e.g. `recipe_app.make_recipe_client_app()`, the benchmark's tutorial-style clients).

@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from .train import autocast, batches
+from ..train import autocast, batches
 
 ENGINES = ("auto", "sequential", "parallel")
 # Per-sample gradients of a whole step are materialised: cap one chunk at this many floats (1 GiB / 4 GiB).

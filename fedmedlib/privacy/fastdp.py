@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .models import WSConv2d
-from .train import autocast
+from ..models import WSConv2d
+from ..train import autocast
 
 SUPPORTED = (nn.Conv2d, nn.Linear, nn.GroupNorm)
 # Unfold at most this many floats at once (32 MiB): caps the memory of per-sample conv norms.
@@ -259,7 +259,7 @@ def noisy_gradient(model: nn.Module, sums: dict, *, noise_std: float, expected_b
 class FastSession:
     """DP epochs with Poisson sampling on device tensors; each step is recorded in `accountant`.
 
-    `multiplicity` k > 1 trains on k augmented copies of each sampled record (fedmedlib.augment), averaged
+    `multiplicity` k > 1 trains on k augmented copies of each sampled record (fedmedlib.privacy.augment), averaged
     before clipping; `physical_batch` caps the records per forward pass (clipped sums add up across chunks);
     `after_step()` runs after every optimizer step (a schedule, a weight average).
     """

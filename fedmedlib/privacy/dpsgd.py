@@ -5,7 +5,7 @@ References:
     Yousefpour et al., "Opacus: User-Friendly Differential Privacy Library in PyTorch", 2021.
     Gopi, Lee & Wutschitz, NeurIPS 2021 (PRV accountant, the default here).
     Bu et al., "Scalable and Efficient Training of Large CNNs with DP", NeurIPS 2022 (mixed ghost clipping:
-    the 'fast' backend in fedmedlib.fastdp).
+    the 'fast' backend in fedmedlib.privacy.fastdp).
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import warnings
 import torch
 from torch import nn
 
-from . import privacy
-from .models import build_model, count_parameters
-from .provenance import provenance
-from .train import LOCAL_OPTIMIZERS, load_split_tensors, make_optimizer, resolve_device, select_epochs
+from . import accounting
+from ..models import build_model, count_parameters
+from ..train import LOCAL_OPTIMIZERS, load_split_tensors, make_optimizer, resolve_device, select_epochs
 
 OPACUS_MODES = ("hooks", "ew", "functorch", "ghost")
 BACKENDS = ("fast", "opacus")
@@ -86,11 +85,11 @@ class RecordLevelDP:
     >>> new_state = dp.train_round(global_state, x, y)                     # doctest: +SKIP
     """
 
-    def __init__(self, n_records: int, *, rounds: int, local_epochs: int = 1, epsilon: float = privacy.PAPER_EPSILON,
-                 delta: float = privacy.PAPER_DELTA, clip: float = privacy.PAPER_CLIP, batch_size: int = 32,
+    def __init__(self, n_records: int, *, rounds: int, local_epochs: int = 1, epsilon: float = accounting.PAPER_EPSILON,
+                 delta: float = accounting.PAPER_DELTA, clip: float = accounting.PAPER_CLIP, batch_size: int = 32,
                  model: str = "dpresnet", width: int = 16, lr: float = 1e-3, accountant: str = "prv",
                  backend: str = "fast", grad_sample_mode: str = "hooks", seed: int = 0, hospital="0",
-                 ledger: privacy.PrivacyLedger | None = None, device="cpu", precision: str = "fp32",
+                 ledger: accounting.PrivacyLedger | None = None, device="cpu", precision: str = "fp32",
                  multiplicity: int = 1, optimizer: str = "adam"):
         if not (isinstance(n_records, int) and n_records >= 1 and rounds >= 1 and local_epochs >= 1):
             raise ValueError("n_records, rounds and local_epochs must be integers >= 1")
@@ -104,7 +103,7 @@ class RecordLevelDP:
         self.steps_per_epoch = math.ceil(n_records / batch_size)
         self.sample_rate = 1.0 / self.steps_per_epoch
         self.total_steps = rounds * local_epochs * self.steps_per_epoch
-        self.noise_multiplier = privacy.noise_multiplier(epsilon, delta, self.sample_rate, self.total_steps,
+        self.noise_multiplier = accounting.noise_multiplier(epsilon, delta, self.sample_rate, self.total_steps,
                                                          accountant)
         self.n_records, self.rounds, self.local_epochs = n_records, rounds, local_epochs
         self.epsilon_target, self.delta, self.clip, self.batch_size = epsilon, delta, clip, batch_size
@@ -190,7 +189,7 @@ class RecordLevelDP:
             return 0.0
         # The same function that calibrated the noise: at q = 1 (a hospital smaller than one batch) it is the
         # exact Gaussian composition, where PRV's grid would over-report a few thousandths above the target.
-        return privacy.history_epsilon(self.accountant.history, self.delta, self.accountant_name)
+        return accounting.history_epsilon(self.accountant.history, self.delta, self.accountant_name)
 
     def describe(self) -> dict:
         return dict(epsilon_target=self.epsilon_target, delta=self.delta, clip=self.clip,
@@ -202,8 +201,8 @@ class RecordLevelDP:
 
 def train_dp_centralized(*, model: str = "dpresnet", width: int = 16, epochs: int = 2, batch_size: int = 32,
                          lr: float = 1e-3, seed: int = 0, train_subset: int | None = None,
-                         eval_subset: int | None = None, epsilon: float = privacy.PAPER_EPSILON,
-                         delta: float = privacy.PAPER_DELTA, clip: float = privacy.PAPER_CLIP,
+                         eval_subset: int | None = None, epsilon: float = accounting.PAPER_EPSILON,
+                         delta: float = accounting.PAPER_DELTA, clip: float = accounting.PAPER_CLIP,
                          accountant: str = "prv", backend: str = "fast", grad_sample_mode: str = "hooks",
                          device: str = "auto", root=None, progress: bool | None = None) -> dict:
     """DP-SGD on the pooled training set, like `train.train_centralized` plus the privacy actually spent.
@@ -242,34 +241,4 @@ def train_dp_centralized(*, model: str = "dpresnet", width: int = 16, epochs: in
                 n_test=len(y_test), n_parameters=count_parameters(net), history=history,
                 noise_multiplier=dp.noise_multiplier, clip=clip, sample_rate=dp.sample_rate, steps=dp.steps_done,
                 epsilon_spent=dp.epsilon_spent, delta=delta, **summary, wall_time_s=time.perf_counter() - started,
-                provenance=provenance(dev))
-
-
-# DP-SGD favours bigger batches than the paper's 32: the noise on each averaged step falls as 1/B while
-# the per-sample clipping cost stays per image; 128 keeps ~94 steps per epoch over the full training set.
-DP_BATCH_SIZE = 128
-
-
-def dp_centralized_config(profile, seed: int = 0, *, batch_size: int = DP_BATCH_SIZE,
-                          epsilon: float = privacy.PAPER_EPSILON, delta: float = privacy.PAPER_DELTA,
-                          clip: float = privacy.PAPER_CLIP, accountant: str = "prv") -> dict:
-    """Cache key of a centralized DP-SGD run under a preset (results.load_or_run)."""
-    return dict(kind="dp_centralized", profile=profile.name, model="dpresnet", width=profile.width,
-                epochs=profile.centralized_epochs, batch_size=batch_size, lr=profile.lr,
-                train_subset=profile.train_subset, eval_subset=profile.eval_subset, seed=seed, epsilon=epsilon,
-                delta=delta, clip=clip, accountant=accountant)
-
-
-def dp_centralized(profile, seed: int = 0, *, allow_run: bool = True, device: str = "auto",
-                   progress: bool | None = None, save_result: bool | None = None, **dp) -> dict:
-    """Cached centralized DP-SGD run: read results/dp_centralized-<hash>.json, or train and save it
-    (the QUICK profile is not saved unless `save_result=True`: it is a live demonstration)."""
-    from . import results
-
-    c = dp_centralized_config(profile, seed, **dp)
-    run = lambda: train_dp_centralized(  # noqa: E731 - deferred so a cached result costs nothing
-        model=c["model"], width=c["width"], epochs=c["epochs"], batch_size=c["batch_size"], lr=c["lr"], seed=seed,
-        train_subset=c["train_subset"], eval_subset=c["eval_subset"], epsilon=c["epsilon"], delta=c["delta"],
-        clip=c["clip"], accountant=c["accountant"], device=device, progress=progress)
-    save = profile.name != "quick" if save_result is None else save_result
-    return results.load_or_run("dp_centralized", c, run, allow_run=allow_run, save_result=save)
+                device=str(dev))

@@ -16,10 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import fl
-from .dpsgd import _opacus_quiet
-from .models import build_model
-from .train import make_optimizer
+from .. import fl
+from ..privacy.dpsgd import _opacus_quiet
+from ..models import build_model
+from ..train import make_optimizer
 
 
 def opacus_local_update(exp: fl.Experiment, global_flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *,

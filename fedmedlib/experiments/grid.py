@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fl import Experiment
+from ..fl import Experiment
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def paper_number(n_clients: int, column: str, scheme: str = "paper") -> float | 
 def distributed_settings(profile, n_clients: int) -> dict:
     """The 'as it should be done' column's recipe (config.DP_DISTRIBUTED; QUICK: a few live rounds) and its
     SecAgg+ threshold, which is also the fewest survivors its noise is calibrated for."""
-    from .config import DISTRIBUTED_SURVIVOR_FRACTION, DP_DISTRIBUTED, DP_DISTRIBUTED_QUICK
+    from ..config import DISTRIBUTED_SURVIVOR_FRACTION, DP_DISTRIBUTED, DP_DISTRIBUTED_QUICK
 
     base = DP_DISTRIBUTED_QUICK if profile.name == "quick" else DP_DISTRIBUTED
     threshold = max(2, math.ceil(DISTRIBUTED_SURVIVOR_FRACTION * n_clients - 1e-9))

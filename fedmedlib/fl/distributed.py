@@ -1,5 +1,5 @@
 """'As it should be done': a FedAvg round that IS one centralized DP-SGD step over the union of the hospitals'
-Poisson batches, with the noise split across hospitals under SecAgg+ (fedmedlib.distributed_dp).
+Poisson batches, with the noise split across hospitals under SecAgg+ (fedmedlib.privacy.skellam).
 
 Each round every hospital samples its records at the same rate q, clips each per-sample gradient to C, sums,
 quantizes and adds its Skellam noise share; SecAgg+ sums the integer vectors mod 2^m, and the server sees only
@@ -14,7 +14,7 @@ global models, i.e. the same released sums. Unlike 'as claimed' (each hospital a
 without SecAgg), here SecAgg+ is what makes it private: a hospital's input alone carries only a share of the noise.
 
 References:
-    Heikkilä et al. 2020; Kairouz, Liu & Steinke 2021; Agarwal, Kairouz & Liu 2021 (see fedmedlib.distributed_dp).
+    Heikkilä et al. 2020; Kairouz, Liu & Steinke 2021; Agarwal, Kairouz & Liu 2021 (see fedmedlib.privacy.skellam).
     Abadi et al., CCS 2016 (DP-SGD); De et al., arXiv 2204.13650 (2022): large batches, momentum, EMA.
 """
 
@@ -26,10 +26,10 @@ import math
 import numpy as np
 import torch
 
-from . import distributed_dp as ddp
-from .fastdp import LayerTape, clipped_gradient_sum
+from ..privacy import skellam as ddp
+from ..privacy.fastdp import LayerTape, clipped_gradient_sum
 from .flat import get_flat, set_flat
-from .models import count_parameters
+from ..models import count_parameters
 
 PHYSICAL_BATCH = 256  # records per forward pass: memory only, the sums are the same
 
@@ -95,7 +95,7 @@ class DistributedDPPlug:
         """One DP-SGD step over the union batch through SecAgg+ -> (new global weights, round record)."""
         import time
 
-        from .secagg import SecAggAbort, secure_sum
+        from ..secagg import SecAggAbort, secure_sum
 
         if self.plan is None:
             self.setup(fed)
@@ -152,7 +152,7 @@ class DistributedDPPlug:
 
     def epsilon_gaussian(self) -> float:
         """The continuous-Gaussian cross-check: PRV ε of a Gaussian with the same variance per unit sensitivity."""
-        from . import privacy
+        from .. import privacy
 
         return privacy.epsilon(self.plan.gaussian_equivalent, self.plan.delta, self.plan.sample_rate,
                                self.steps_done)
@@ -177,7 +177,7 @@ class DistributedDPPlug:
 
 
 def _ema(ema, flat, decay: float, step: int):
-    # The warm-up of fedmedlib.dprecipe: a plain 0.999 average would stay near the initial weights for
+    # The warm-up of fedmedlib.privacy.recipe: a plain 0.999 average would stay near the initial weights for
     # the few hundred steps a run takes.
     decay = min(decay, (1 + step) / (10 + step))
     return ema.lerp(flat, 1.0 - decay)

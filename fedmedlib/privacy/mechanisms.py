@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import torch
 
-from . import privacy
+from . import accounting
 
 
 def state_to_vector(state: dict) -> torch.Tensor:
@@ -81,12 +81,12 @@ def add_gaussian(vector, std: float, generator=None):
     return vector + rng.normal(0.0, std, size=vector.shape).astype(vector.dtype, copy=False)
 
 
-PAPER_SIGMA = privacy.gaussian_sigma(privacy.PAPER_EPSILON, privacy.PAPER_DELTA, privacy.PAPER_SENSITIVITY)
+PAPER_SIGMA = accounting.gaussian_sigma(accounting.PAPER_EPSILON, accounting.PAPER_DELTA, accounting.PAPER_SENSITIVITY)
 BUG_NOTE = ("BUG REPRODUCTION (Flower < 1.14, fixed in PR #4677): the noise is computed and thrown away; "
             "the released update is only clipped and carries NO differential privacy")
 
 
-def update_ldp(update, *, clip: float = privacy.PAPER_CLIP, sigma: float = PAPER_SIGMA,
+def update_ldp(update, *, clip: float = accounting.PAPER_CLIP, sigma: float = PAPER_SIGMA,
                drop_noise: bool = False, generator=None):
     """The paper's DP as coded: clip the whole update to `clip`, add N(0, σ²) per coordinate.
 
@@ -105,9 +105,9 @@ def update_ldp(update, *, clip: float = privacy.PAPER_CLIP, sigma: float = PAPER
     return noised, info
 
 
-def as_coded_guarantee(rounds: int = privacy.PAPER_ROUNDS, *, epsilon: float = privacy.PAPER_EPSILON,
-                       delta: float = privacy.PAPER_DELTA, clip: float = privacy.PAPER_CLIP,
-                       sensitivity: float = privacy.PAPER_SENSITIVITY, drop_noise: bool = False) -> dict:
+def as_coded_guarantee(rounds: int = accounting.PAPER_ROUNDS, *, epsilon: float = accounting.PAPER_EPSILON,
+                       delta: float = accounting.PAPER_DELTA, clip: float = accounting.PAPER_CLIP,
+                       sensitivity: float = accounting.PAPER_SENSITIVITY, drop_noise: bool = False) -> dict:
     """What update-level LDP with σ = gaussian_sigma(ε, δ, sensitivity) really guarantees per client.
 
     Two clipped updates differ by up to `clip` when one client's contribution is added or removed
@@ -115,15 +115,15 @@ def as_coded_guarantee(rounds: int = privacy.PAPER_ROUNDS, *, epsilon: float = p
     and composed over `rounds` are exact (analytic Gaussian / GDP); `epsilon_composed_rdp` is Opacus'
     RDP accountant's upper bound, as a cross-check. With drop_noise every ε is infinite.
     """
-    sigma = privacy.gaussian_sigma(epsilon, delta, sensitivity)
+    sigma = accounting.gaussian_sigma(epsilon, delta, sensitivity)
     z = 0.0 if drop_noise else sigma / clip
     return dict(
         claimed_epsilon=epsilon, delta=delta, clip=clip, sensitivity_assumed=sensitivity, rounds=rounds,
         sigma=sigma, noise_multiplier=z, drop_noise=drop_noise,
-        epsilon_per_round=privacy.gaussian_epsilon(z, delta),
-        epsilon_composed=privacy.gaussian_epsilon(z, delta, rounds),
-        epsilon_composed_rdp=privacy.opacus_epsilon([(z, 1.0, rounds)], delta, "rdp") if z else math.inf,
-        epsilon_composed_replace_one=privacy.gaussian_epsilon(z / 2, delta, rounds),
+        epsilon_per_round=accounting.gaussian_epsilon(z, delta),
+        epsilon_composed=accounting.gaussian_epsilon(z, delta, rounds),
+        epsilon_composed_rdp=accounting.opacus_epsilon([(z, 1.0, rounds)], delta, "rdp") if z else math.inf,
+        epsilon_composed_replace_one=accounting.gaussian_epsilon(z / 2, delta, rounds),
         note=BUG_NOTE if drop_noise else "")
 
 

@@ -28,7 +28,7 @@ class EngineSecAgg:
         vectors = [by_client[c][0].detach().cpu().numpy() if c in by_client else placeholder for c in order]
         sizes = [by_client[c][1] if c in by_client else 1.0 for c in order]
         gone = [i for i, c in enumerate(order) if c not in by_client]
-        from .secagg import SecAggAbort
+        from ..secagg import SecAggAbort
 
         try:
             mean, info = self.inner.aggregate(vectors, sizes,
@@ -50,13 +50,13 @@ class RecordLevelPlug:
     """'As claimed': each hospital runs DP-SGD whose noise covers all its rounds × local epochs at (ε, δ)."""
 
     def __init__(self, exp):
-        from .privacy import PrivacyLedger
+        from ..privacy import PrivacyLedger
 
         self.exp, self.ledger, self.hospitals, self._pending = exp, PrivacyLedger(delta=exp.delta), {}, {}
 
     def hospital(self, cid, n_records: int, device):
         """Hospital `cid`'s DP-SGD state (noise calibrated for all its rounds), built on first use."""
-        from .dpsgd import RecordLevelDP
+        from ..privacy.dpsgd import RecordLevelDP
 
         exp = self.exp
         if cid not in self.hospitals:
@@ -102,12 +102,12 @@ class UpdateLevelPlug:
     """
 
     def __init__(self, exp):
-        from .privacy import gaussian_sigma
+        from ..privacy import gaussian_sigma
 
         self.exp, self.sigma, self.rounds_done = exp, gaussian_sigma(exp.epsilon, exp.delta, 1.0), 0
 
     def privatize_update(self, update, cid, rnd):
-        from .mechanisms import update_ldp
+        from ..privacy.mechanisms import update_ldp
 
         self.rounds_done = max(self.rounds_done, rnd)
         released, _ = update_ldp(update, clip=self.exp.clip, sigma=self.sigma, drop_noise=self.exp.drop_noise,
@@ -116,7 +116,7 @@ class UpdateLevelPlug:
 
     def spent(self) -> float:
         """The ε really spent so far: sensitivity is the clip norm, so z = σ / C, composed over rounds."""
-        from .privacy import gaussian_epsilon
+        from ..privacy import gaussian_epsilon
 
         if self.rounds_done == 0:
             return 0.0
@@ -133,7 +133,7 @@ class ClientLevelPlug:
     """
 
     def __init__(self, exp):
-        from .privacy import noise_multiplier
+        from ..privacy import noise_multiplier
 
         self.exp = exp
         self.per_round = max(1, int(round(exp.fraction_fit * exp.n_clients)))
@@ -146,7 +146,7 @@ class ClientLevelPlug:
         return 1.0  # example weights would make one hospital's sensitivity depend on its size
 
     def privatize_update(self, update, cid, rnd):
-        from .mechanisms import add_gaussian, clip_update
+        from ..privacy.mechanisms import add_gaussian, clip_update
 
         clipped, _ = clip_update(update, self.exp.clip)
         if self.exp.noise_placement == "distributed":
@@ -155,7 +155,7 @@ class ClientLevelPlug:
         return clipped
 
     def server_noise(self, mean, rnd, survivors):
-        from .mechanisms import add_gaussian
+        from ..privacy.mechanisms import add_gaussian
 
         self.rounds_done = max(self.rounds_done, rnd)
         total = (self.z * self.exp.clip) ** 2
@@ -166,7 +166,7 @@ class ClientLevelPlug:
         return add_gaussian(mean, std_on_sum / survivors, _generator((self.exp.seed, rnd, 13), mean.device))
 
     def spent(self) -> float:
-        from .privacy import epsilon
+        from ..privacy import epsilon
 
         return 0.0 if self.rounds_done == 0 else epsilon(self.z, self.exp.delta, self.sample_rate, self.rounds_done)
 
@@ -180,7 +180,7 @@ def make_private(exp):
     if exp.noise_placement not in ("central", "distributed"):
         raise ValueError(f"noise_placement must be 'central' or 'distributed', got {exp.noise_placement!r}")
     if exp.dp == "distributed_dpsgd":
-        from .distributed_round import DistributedDPPlug
+        from .distributed import DistributedDPPlug
 
         return DistributedDPPlug(exp)
     return {"dpsgd": RecordLevelPlug, "update_ldp": UpdateLevelPlug, "client_level": ClientLevelPlug}[exp.dp](exp)
@@ -194,7 +194,7 @@ def make_plugs(exp):
     aggregator = None
     if exp.aggregator == "secagg":
         try:
-            from .secagg import SecAggAggregator
+            from ..secagg import SecAggAggregator
         except ImportError as err:
             raise ValueError("aggregator='secagg' needs fedmedlib.secagg, which this installation lacks") from err
         aggregator = EngineSecAgg(SecAggAggregator(threshold=exp.secagg_threshold,

@@ -200,7 +200,7 @@ class SkellamPlan:
 
     def describe(self) -> dict:
         """What an auditor needs to recompute ε, and what the run paid for it."""
-        from . import privacy
+        from . import accounting
 
         z = self.gaussian_equivalent
         return dict(mechanism="distributed_skellam", accountant="skellam_rdp", epsilon_target=self.epsilon,
@@ -211,8 +211,8 @@ class SkellamPlan:
                     n_hospitals=self.n_hospitals, min_survivors=self.min_survivors, colluding=self.colluding,
                     share_variance=self.share_variance, dropout_overhead=self.dropout_overhead,
                     epsilon_skellam=self.epsilon_for(self.mu),
-                    epsilon_gaussian_rdp=privacy.epsilon(z, self.delta, self.sample_rate, self.steps, "rdp"),
-                    epsilon_gaussian_prv=privacy.epsilon(z, self.delta, self.sample_rate, self.steps, "prv"),
+                    epsilon_gaussian_rdp=accounting.epsilon(z, self.delta, self.sample_rate, self.steps, "rdp"),
+                    epsilon_gaussian_prv=accounting.epsilon(z, self.delta, self.sample_rate, self.steps, "prv"),
                     wrap_probability_bound=self.wrap_bound(), n_records=self.n_records)
 
 

@@ -18,8 +18,9 @@ import numbers
 
 import numpy as np
 
-from . import grid, privacy
-from .config import CPU
+from ..experiments import grid
+from .. import privacy
+from ..config import CPU
 
 TRAIN_IMAGES = 11_959  # BloodMNIST's official training split (fedmedlib.data verifies the file)
 LOCAL_TRAIN_FRACTION = 0.8  # each hospital keeps 20 % for its own validation (partition.local_split)

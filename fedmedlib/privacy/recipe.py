@@ -1,7 +1,7 @@
 """A DP-SGD training recipe as data: batch, epochs, optimiser, schedule, clip, augmentation multiplicity, EMA.
 
 `train_recipe` runs record-level DP-SGD on the pooled BloodMNIST training set with any recipe, on the fast
-single-backward path (fedmedlib.fastdp), and reports what it spent. Every knob that the DP literature shows
+single-backward path (fedmedlib.privacy.fastdp), and reports what it spent. Every knob that the DP literature shows
 matters at a fixed ε is one field, so a search and its ablation are lists of `DPRecipe`s.
 
 References:
@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-from . import privacy
+from . import accounting
 from .fastdp import FastSession
-from .models import build_model, count_parameters
-from .provenance import provenance
-from .train import LOCAL_OPTIMIZERS, load_split_tensors, make_optimizer, resolve_device, select_epochs
+from ..models import build_model, count_parameters
+from ..train import LOCAL_OPTIMIZERS, load_split_tensors, make_optimizer, resolve_device, select_epochs
 
 OPTIMIZERS = LOCAL_OPTIMIZERS
 # Knobs added after results were cached -> default: hashed only when set, so those results keep their hashes.
@@ -74,7 +73,7 @@ class DPRecipe:
 
 def tuned() -> DPRecipe:
     """The tuned recipe of `fedmedlib.config.DP_TUNED` (each value's reason: config.DP_TUNED_REASONS)."""
-    from .config import DP_TUNED
+    from ..config import DP_TUNED
 
     return DPRecipe("tuned", **DP_TUNED)
 
@@ -87,7 +86,7 @@ def plan(recipe: DPRecipe, n_records: int, epsilon: float, delta: float) -> dict
     steps_per_epoch = math.ceil(n_records / recipe.batch_size)
     q, steps = 1.0 / steps_per_epoch, recipe.epochs * steps_per_epoch
     return dict(sample_rate=q, steps=steps, steps_per_epoch=steps_per_epoch,
-                noise_multiplier=privacy.noise_multiplier(epsilon, delta, q, steps))
+                noise_multiplier=accounting.noise_multiplier(epsilon, delta, q, steps))
 
 
 def _optimizer(recipe: DPRecipe, params):
@@ -103,7 +102,7 @@ def _ema_update(ema_net, net, decay: float, step: int) -> None:
             e.lerp_(p, 1.0 - decay)
 
 
-def train_recipe(recipe: DPRecipe, *, epsilon: float = privacy.PAPER_EPSILON, delta: float = privacy.PAPER_DELTA,
+def train_recipe(recipe: DPRecipe, *, epsilon: float = accounting.PAPER_EPSILON, delta: float = accounting.PAPER_DELTA,
                  seed: int = 0, train_subset: int | None = None, eval_subset: int | None = None,
                  device: str = "auto", root=None, progress: bool | None = None) -> dict:
     """Centralized record-level DP-SGD with `recipe`; the epoch is chosen on validation accuracy.
@@ -140,7 +139,7 @@ def train_recipe(recipe: DPRecipe, *, epsilon: float = privacy.PAPER_EPSILON, de
                           multiplicity=recipe.multiplicity, physical_batch=recipe.physical_batch,
                           after_step=after_step)
 
-    spent = lambda: privacy.history_epsilon(accountant.history, delta, "prv")  # noqa: E731
+    spent = lambda: accounting.history_epsilon(accountant.history, delta, "prv")  # noqa: E731
     history, summary = select_epochs(shown, session.epoch, x_val, y_val, x_test, y_test, epochs=recipe.epochs,
                                      desc=f"DP recipe {recipe.name}", progress=progress,
                                      extra=lambda: dict(epsilon=spent()))
@@ -149,20 +148,4 @@ def train_recipe(recipe: DPRecipe, *, epsilon: float = privacy.PAPER_EPSILON, de
                   eval_subset=eval_subset)
     return dict(kind="dp_recipe", config=config, seed=seed, n_train=len(y), n_parameters=count_parameters(net),
                 history=history, **p, epsilon_spent=spent(), delta=delta, **summary,
-                wall_time_s=time.perf_counter() - started, provenance=provenance(dev))
-
-
-def dp_recipe(recipe: DPRecipe, *, seed: int = 0, epsilon: float = privacy.PAPER_EPSILON,
-              delta: float = privacy.PAPER_DELTA, train_subset: int | None = None, eval_subset: int | None = None,
-              allow_run: bool = True, save_result: bool = True, **run) -> dict:
-    """Cached `train_recipe`: results/dp_recipe-<hash>.json, or run it (and save it) when allowed."""
-    from . import results
-
-    # The name only labels a recipe: the same settings under another name are the same experiment.
-    settings = {k: v for k, v in recipe.to_dict().items() if k != "name" and LATER_FIELDS.get(k, object()) != v}
-    config = dict(kind="dp_recipe", recipe=settings, seed=seed, epsilon=epsilon, delta=delta,
-                  train_subset=train_subset, eval_subset=eval_subset)
-    return results.load_or_run(
-        "dp_recipe", config, lambda: train_recipe(recipe, epsilon=epsilon, delta=delta, seed=seed,
-                                                  train_subset=train_subset, eval_subset=eval_subset, **run),
-        allow_run=allow_run, save_result=save_result)
+                wall_time_s=time.perf_counter() - started, device=str(dev))

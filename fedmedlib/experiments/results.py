@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import Callable, Iterator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def results_dir(path: str | os.PathLike | None = None) -> Path:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 
-from .dprecipe import DPRecipe, dp_recipe, tuned
+from ..privacy.recipe import DPRecipe, tuned
+from .runs import dp_recipe
 from .grid import load_cell, summarize
-from .privacy import PAPER_EPSILON
+from ..privacy import PAPER_EPSILON
 
 EPSILON = PAPER_EPSILON  # every trial but the curve's spends the paper's ε = 6 at δ = 1.9e-4
 NAIVE = DPRecipe("naive")  # what chapter 3 ran: Adam 1e-3, batch 128, 15 epochs, C = 7, no augmentation
@@ -112,8 +113,8 @@ def ablation_knobs(winner: DPRecipe) -> list[str]:
 
 
 def federated_experiment(variant: str, seed: int, tiny: bool = False):
-    from . import fl
-    from .config import CPU
+    from .. import fl
+    from ..config import CPU
 
     if variant not in FEDERATED:
         raise ValueError(f"unknown federated variant {variant!r}: choose one of {sorted(FEDERATED)}")
