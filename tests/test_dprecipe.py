@@ -11,6 +11,10 @@ from fedmedlib import privacy
 from fedmedlib.privacy.augment import augment
 from fedmedlib.models import build_model
 
+# Accountant outputs are compared with a stated tolerance, never exactly: the same ε computed in another
+# process (a Flower worker) or another order differs in its last digit (5.995327573578496 vs ...4946).
+EPS_TOL = 1e-9
+
 
 def _brute_force_clipped_sum(net, x_copies, y, k, clip):
     """Per sample: the mean gradient over its k copies, clipped to `clip`, summed over samples."""
@@ -116,7 +120,8 @@ def test_ema_is_post_processing_it_changes_neither_training_nor_accounting(real_
     plain, averaged = runs
     assert plain["steps"] == averaged["steps"] == 2 * 4
     assert plain["noise_multiplier"] == averaged["noise_multiplier"]
-    assert plain["epsilon_spent"] == averaged["epsilon_spent"] <= 6.0
+    assert plain["epsilon_spent"] == pytest.approx(averaged["epsilon_spent"], rel=EPS_TOL)
+    assert plain["epsilon_spent"] <= 6.0
     # the same noisy steps were taken: the training losses match exactly, the evaluated weights differ
     assert [h["train_loss"] for h in plain["history"]] == [h["train_loss"] for h in averaged["history"]]
     assert [h["val_loss"] for h in plain["history"]] != [h["val_loss"] for h in averaged["history"]]

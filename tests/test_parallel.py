@@ -18,6 +18,10 @@ from fedmedlib.models import build_model
 from fedmedlib.fl.modes import make_plugs
 from fedmedlib.experiments.results import result_path
 
+# Accountant outputs are compared with a stated tolerance, never exactly: the same ε computed in another
+# process (a Flower worker) or another order differs in its last digit (5.995327573578496 vs ...4946).
+EPS_TOL = 1e-9
+
 
 def tiny(**kw):
     base = dict(n_clients=3, scheme="paper", rounds=2, width=8, train_subset=150, eval_subset=60, seed=1,
@@ -141,7 +145,8 @@ def test_augmentation_multiplicity_in_federated_dpsgd(real_data_root):
         runs[k]["z"] = [h.noise_multiplier for h in private.hospitals.values()]
         runs[k]["k"] = [h.multiplicity for h in private.hospitals.values()]
     assert runs[1]["z"] == runs[2]["z"] and runs[2]["k"] == [2, 2, 2]
-    assert runs[1]["rounds"][-1]["epsilon"] == runs[2]["rounds"][-1]["epsilon"] <= 6.0
+    assert runs[1]["rounds"][-1]["epsilon"] == pytest.approx(runs[2]["rounds"][-1]["epsilon"], rel=EPS_TOL)
+    assert runs[1]["rounds"][-1]["epsilon"] <= 6.0
     assert runs[1]["rounds"][-1]["val_loss"] != runs[2]["rounds"][-1]["val_loss"]
 
 
