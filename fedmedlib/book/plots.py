@@ -256,3 +256,21 @@ def image_rows(rows: dict[str, np.ndarray], notes: dict[str, list[str]] | None =
         ax.text(c * (w + gap) + w / 2, -1, title, ha="center", va="bottom", fontsize=8, wrap=True)
     fig.tight_layout()
     return fig
+
+
+def equivalence(check: dict, ax=None):
+    """Scatter of one round's federated sum (SecAgg+ over the hospitals' noise shares) against the centralized
+    DP-SGD sum over the union batch (`fl.distributed.round_against_central`): the points lie on y = x."""
+    fig, ax = _axes(ax, figsize=(5, 5))
+    x, y = check["central_sample"], check["federated_sample"]
+    ax.scatter(x, y, s=4, alpha=0.5, color="C0")
+    lim = float(np.max(np.abs(np.concatenate([x, y])))) * 1.05
+    ax.plot([-lim, lim], [-lim, lim], color="k", lw=1, label="y = x")
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="centralized DP-SGD: clipped sum + noise",
+           ylabel="federated: SecAgg+ sum of the hospitals' shares",
+           title=f"{check['hospitals']} hospitals, one round: largest gap {check['max_gap']:.1e} "
+                 f"(bound {check['bound']:.1e})")
+    ax.title.set_fontsize(9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig

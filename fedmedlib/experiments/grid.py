@@ -198,7 +198,7 @@ def metric_value(result: dict, metric: str) -> float:
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}: choose one of {list(METRICS)}")
     if metric == "test_accuracy_best_round":
-        return max(r["test_accuracy"] for r in result["rounds"])
+        return max(r["test_accuracy"] for r in result["rounds"] if "test_accuracy" in r)  # evaluated rounds
     return result[metric]
 
 

@@ -181,3 +181,39 @@ def _ema(ema, flat, decay: float, step: int):
     # the few hundred steps a run takes.
     decay = min(decay, (1 + step) / (10 + step))
     return ema.lerp(flat, 1.0 - decay)
+
+
+def round_against_central(exp, *, device="cpu", root=None, rnd: int = 1, sample: int = 2000) -> dict:
+    """One round of `exp` (dp='distributed_dpsgd') next to the centralized DP-SGD step it claims to be.
+
+    Both start from the same model. Federated: each hospital's Poisson sample, clipped sum, quantization and
+    Skellam share, summed by SecAgg+. Central: the union of the same samples, clipped per record, summed, plus
+    the very noise the shares drew (replayed from their streams). The two sums agree to within the stochastic
+    rounding, < 1 level (γ) per hospital and coordinate. Returns the bound, the largest gap, the noise std on the
+    sum against z·C, and `sample` random coordinates of both sums (for a scatter plot).
+    """
+    from ..secagg import secure_sum
+    from .engine import Federation
+
+    plug = DistributedDPPlug(exp)
+    fed = Federation(exp, device=device, root=root, private=plug)
+    plug.setup(fed)
+    plan, start = plug.plan, get_flat(fed.model).clone()
+    inputs = [plug.hospital_input(fed, h.cid, start, rnd)[0] for h in fed.hospitals]
+    federated = ddp.decode(secure_sum(inputs, threshold=exp.secagg_threshold, num_neighbours=exp.secagg_neighbours,
+                                      seed=0), plan)
+    noise, union = np.zeros(plan.dim), []
+    for h in fed.hospitals:
+        replay = np.random.default_rng([exp.seed, rnd, h.cid + 1, 19])  # the stream ddp.encode drew from
+        replay.random(plan.dim)
+        noise += replay.poisson(plan.share_variance / 2, plan.dim) - replay.poisson(plan.share_variance / 2, plan.dim)
+        g = torch.Generator().manual_seed(int(np.random.default_rng([exp.seed, rnd, h.cid + 1, 17]).integers(2**62)))
+        union.append(h.train_idx[torch.rand(len(h.train_idx), generator=g) < plan.sample_rate])
+    union = torch.cat(union)
+    set_flat(fed.model, start)
+    central = hospital_clipped_sum(fed.model, plug.tape, fed.x[union], fed.y[union], exp.clip) + noise * plan.gamma
+    pick = np.random.default_rng(0).choice(plan.dim, size=min(sample, plan.dim), replace=False)
+    return dict(hospitals=exp.n_clients, union_batch=len(union), expected_batch=plan.sample_rate * plug.n_records,
+                max_gap=float(np.max(np.abs(federated - central))), bound=exp.n_clients * plan.gamma,
+                noise_std_on_sum=float(np.std(noise) * plan.gamma), target_noise_std=plan.noise_multiplier * exp.clip,
+                central_sample=central[pick], federated_sample=federated[pick])
