@@ -161,6 +161,12 @@ def test_experiment_survives_the_wire_and_the_run_config():
     assert wire.experiment_from_run_config(run_config).hash() == tiny().hash()
     with pytest.raises(ValueError, match="unknown run-config keys"):
         wire.experiment_from_run_config({"n-client": 3})
+    # chapter 9's command for the noise split under SecAgg+: secagg=true makes the experiment's aggregator secagg
+    should = wire.experiment_from_run_config({"dp": "distributed_dpsgd", "secagg": True, "secagg-threshold": 3,
+                                              "n-clients": 5, "batch-size": 256, "lr": 2.0, "clip": 1.0,
+                                              "rounds": 6, "eval-every": 3, "schedule": "cosine", "ema": 0.999})
+    assert (should.dp, should.aggregator, should.secagg_threshold, should.eval_every) == (
+        "distributed_dpsgd", "secagg", 3, 3)
 
 
 def test_dp_mod_inside_the_client_app_clips_the_update(real_data_root):
@@ -254,3 +260,34 @@ def test_a_flower_dp_mod_on_top_of_a_dp_mode_is_refused(real_data_root):
 def test_dpsgd_on_a_batchnorm_model_is_refused_before_ray_starts():
     with pytest.raises(ValueError, match="use model='dpresnet'"):
         run_flower_simulation(tiny(dp="dpsgd", model="resnet9"))
+
+
+def test_distributed_dp_on_flower_secagg_is_the_in_process_step_up_to_flowers_quantization(real_data_root):
+    from fedmedlib.fl.distributed import FLOWER_GUARANTEE
+    from fedmedlib.flower.server_app import secagg_tolerance
+
+    exp = tiny(n_clients=5, rounds=1, dp="distributed_dpsgd", aggregator="secagg", secagg_threshold=3,
+               batch_size=64, lr=1.0, clip=1.0, eval_every=1)
+    history, flat = run_flower_simulation(exp, num_shares=5, threshold=3, root=real_data_root, return_model=True)
+    # In process: the same hospitals' Gaussian shares (the same seeds), summed exactly, and the same server step
+    private = plugs.make_private(exp)
+    fed = fl.Federation(exp, device="cpu", root=real_data_root)
+    private.setup(fed)
+    start = fl.get_flat(fed.model).clone()
+    total = sum(private.gaussian_share(fed, h.cid, start, 1) for h in fed.hospitals)
+    expected = private.server_step_gradient(total, start)
+    # Flower's SecAgg+ quantizes each input (2^22 levels over ±8): the mean is off by at most `tolerance`
+    settings = SecAggSettings(5, 3, max_weight=1.0)
+    bound = exp.lr * 5 * secagg_tolerance(settings, [1.0] * 5, 1.0) + 1e-6
+    assert torch.max(torch.abs(flat - expected)) < bound
+    assert history["rounds"][0]["aggregated"] == 5 and history["rounds"][0]["guarantee"] == FLOWER_GUARANTEE
+    assert history["rounds"][-1]["epsilon"] == pytest.approx(private.plan.epsilon_for(private.plan.mu, 1),
+                                                             rel=EPS_TOL)
+    assert history["privacy"]["accountant"] == "skellam_rdp"
+
+
+def test_distributed_dp_on_flower_refuses_the_clear_and_a_low_threshold(real_data_root):
+    exp = tiny(n_clients=5, rounds=1, dp="distributed_dpsgd", aggregator="secagg", secagg_threshold=4,
+               batch_size=64, lr=1.0, clip=1.0)
+    with pytest.raises(ValueError, match="only a secure sum is private|Run it with SecAgg"):
+        run_flower_simulation(exp, secagg=False, root=real_data_root)

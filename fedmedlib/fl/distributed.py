@@ -32,6 +32,10 @@ from .flat import get_flat, set_flat
 from ..models import count_parameters
 
 PHYSICAL_BATCH = 256  # records per forward pass: memory only, the sums are the same
+FLOWER_GUARANTEE = ("continuous-noise approximation: Gaussian noise shares added before Flower's SecAgg+ "
+                    "quantizes (2^22 levels over ±8) and sums mod 2^32; the (ε, δ) proof covers the real-valued "
+                    "sum, not Flower's integer rounding and modular sum (the in-process engine's integer Skellam "
+                    "shares are what the guarantee covers exactly)")
 
 
 def union_plan(exp, n_records: int, dim: int) -> ddp.SkellamPlan:
@@ -62,12 +66,20 @@ class DistributedDPPlug:
         self.exp, self.plan, self._pending = exp, None, None
         self.steps_done = 0
 
+    def prepare(self, fed) -> None:
+        """Plan the noise for these hospitals (what a hospital needs to compute its input)."""
+        if self.plan is None:
+            n_records = sum(len(h.train_idx) for h in fed.hospitals)
+            self.plan = union_plan(self.exp, n_records, count_parameters(fed.model))
+            self.n_records, self.tape = n_records, LayerTape(fed.model)
+
+    def weight(self, cid, n_examples) -> float:
+        return 1.0  # the server needs the plain sum of the hospitals' inputs, not a size-weighted mean
+
     def setup(self, fed) -> None:
         """Plan the noise for these hospitals and build the server's optimizer (once, before round 1)."""
         exp = self.exp
-        n_records = sum(len(h.train_idx) for h in fed.hospitals)
-        self.plan = union_plan(exp, n_records, count_parameters(fed.model))
-        self.n_records, self.tape = n_records, LayerTape(fed.model)
+        self.prepare(fed)
         self.server = copy.deepcopy(fed.model)
         self.optimizer = torch.optim.SGD(self.server.parameters(), lr=exp.lr, momentum=0.9)
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=exp.rounds)
@@ -125,7 +137,7 @@ class DistributedDPPlug:
                 record["aggregated"] = len(survivors)
                 record["noise_std_on_sum"] = plan.noise_std(len(survivors))
         if self.ema is not None:
-            self.ema = _ema(self.ema, global_flat, exp.ema, self.steps_done)
+            self.ema = ema_update(self.ema, global_flat, exp.ema, self.steps_done)
         if rnd % exp.eval_every == 0 or rnd == exp.rounds:
             record.update(fed.evaluate_global(self.ema if self.ema is not None else global_flat))
             record["epsilon_gaussian_prv"] = self.epsilon_gaussian()
@@ -133,10 +145,30 @@ class DistributedDPPlug:
         record["seconds"] = time.perf_counter() - t0
         return global_flat, record
 
+    def gaussian_share(self, fed, cid: int, global_flat, rnd: int) -> np.ndarray:
+        """Hospital `cid`'s input on Flower's SecAgg+, which quantizes floats itself: its clipped sum plus a
+        CONTINUOUS Gaussian share of the same variance, divided by q·N (so the secure sum is the noisy mean
+        gradient). A continuous-noise approximation: the proof covers the real-valued sum, not Flower's
+        stochastic rounding to 2^22 levels and its modular sum (`FLOWER_GUARANTEE`)."""
+        self.prepare(fed)
+        h, exp, plan = fed.hospitals[cid], self.exp, self.plan
+        g = torch.Generator().manual_seed(int(np.random.default_rng([exp.seed, rnd, cid + 1, 17]).integers(2**62)))
+        idx = h.train_idx[(torch.rand(len(h.train_idx), generator=g) < plan.sample_rate).to(h.train_idx.device)]
+        set_flat(fed.model, global_flat)
+        fed.model.train()
+        clipped = hospital_clipped_sum(fed.model, self.tape, fed.x[idx], fed.y[idx], exp.clip)
+        noise = np.random.default_rng([exp.seed, rnd, cid + 1, 29]).normal(
+            0.0, math.sqrt(plan.share_variance) * plan.gamma, plan.dim)
+        return (clipped + noise) / (plan.sample_rate * self.n_records)
+
     def server_step(self, noisy_sum: np.ndarray, global_flat):
         """SGD with momentum on the noisy mean gradient Σ / (q·N): post-processing of the released sum."""
+        return self.server_step_gradient(noisy_sum / (self.plan.sample_rate * self.n_records), global_flat)
+
+    def server_step_gradient(self, noisy_gradient: np.ndarray, global_flat):
+        """The server's step on an already averaged noisy gradient (Flower's SecAgg+ path)."""
         set_flat(self.server, global_flat)
-        grad = torch.from_numpy(noisy_sum / (self.plan.sample_rate * self.n_records)).float()
+        grad = torch.from_numpy(np.asarray(noisy_gradient, dtype=np.float64)).float()
         offset = 0
         for p in self.server.parameters():
             p.grad = grad[offset:offset + p.numel()].view_as(p).to(p.device)
@@ -176,7 +208,7 @@ class DistributedDPPlug:
         self._pending = state  # applied by setup(), once the hospitals are known
 
 
-def _ema(ema, flat, decay: float, step: int):
+def ema_update(ema, flat, decay: float, step: int):
     # The warm-up of fedmedlib.privacy.recipe: a plain 0.999 average would stay near the initial weights for
     # the few hundred steps a run takes.
     decay = min(decay, (1 + step) / (10 + step))

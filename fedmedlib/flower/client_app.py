@@ -134,14 +134,23 @@ def train(msg: Message, context: Context, *, has_dp_mod: bool = False) -> Messag
                              "update would be privatized twice. Use make_client_app() without dp_mod (fedmedlib's "
                              "plug runs every dp mode), or the mod with dp='none'")
         private = make_private(exp)
-        restore_dp_state(context, private, exp, pid)
-    vector, n, loss = train_hospital(exp, pid, global_flat, int(config[wire.ROUND]),
-                                     config.get(wire.DATA_ROOT) or None, private=private)
-    save_dp_state(context, private, exp, pid)
+        if exp.dp != "distributed_dpsgd":  # its state (optimizer, EMA, steps) is the server's alone
+            restore_dp_state(context, private, exp, pid)
+    if exp.dp == "distributed_dpsgd":  # one DP-SGD step's share: no local training, no local state
+        fed = federation(exp, config.get(wire.DATA_ROOT) or None)
+        start = torch.as_tensor(np.asarray(global_flat, dtype=np.float32), device=fed.device)
+        vector = wire.flat_to_numpy(private.gaussian_share(fed, pid, start, int(config[wire.ROUND])))
+        n, loss = len(fed.hospitals[pid].train_idx), None
+    else:
+        vector, n, loss = train_hospital(exp, pid, global_flat, int(config[wire.ROUND]),
+                                         config.get(wire.DATA_ROOT) or None, private=private)
+    if exp.dp != "distributed_dpsgd":
+        save_dp_state(context, private, exp, pid)
     metrics = {wire.NUM_EXAMPLES: n, wire.PARTITION: pid}
     if loss is not None:  # DP-SGD does not report its noisy loss
         metrics[wire.TRAIN_LOSS] = float(loss)
-    if private is not None and not hasattr(private, "server_noise"):  # client-level DP accounts on the server
+    if private is not None and not hasattr(private, "server_noise") and exp.dp != "distributed_dpsgd":
+        # record-level DP-SGD accounts per hospital; client-level and distributed DP account on the server
         metrics[wire.EPSILON] = float(private.spent())
     if _is_legacy(msg):
         # SecAgg+ weighs each client by num_examples: the plug's weight where it has one (client-level: 1)

@@ -187,6 +187,8 @@ def run_server(grid: Grid, context: Context, exp: fl.Experiment, *, secagg: SecA
         check_secagg(exp, secagg)
     private = make_private(exp) if exp.dp != "none" else None  # the server half: weight, server_noise, spent
     fed = fl.Federation(exp, device="cpu", root=root)  # the server's copy: sampling, initial model, evaluation
+    if exp.dp == "distributed_dpsgd":
+        return _run_distributed(grid, context, exp, fed, private, secagg, root, started)
     nodes = partition_map(grid, exp)
     sizes = [_weight(private, h.cid, float(len(h.train_idx))) for h in fed.hospitals]
     max_weight = (secagg.max_weight or max(sizes)) if secagg else None
@@ -221,6 +223,50 @@ def run_server(grid: Grid, context: Context, exp: fl.Experiment, *, secagg: SecA
             best = record
     history_dict = with_provenance(fed.summary(history, best, started, engine="flower"))
     return history_dict, global_flat
+
+
+def _run_distributed(grid, context, exp, fed, private, secagg, root, started):
+    """dp='distributed_dpsgd' on Flower: each round one DP-SGD step whose noise shares only Flower's SecAgg+ sum
+    carries in full; the server's step, EMA and accounting are the in-process plug's (`fl.distributed`)."""
+    from ..fl.distributed import FLOWER_GUARANTEE
+
+    if secagg is None:
+        raise ValueError("dp='distributed_dpsgd' splits the noise across hospitals: in the clear the server would "
+                         "see each hospital's under-noised input. Run it with SecAgg+ (secagg=true)")
+    private.setup(fed)
+    if secagg.threshold < private.plan.min_survivors:
+        raise ValueError(f"SecAgg+ threshold {secagg.threshold} is below the {private.plan.min_survivors} survivors "
+                         "the noise is calibrated for: raise the threshold or the experiment's secagg_threshold")
+    nodes = partition_map(grid, exp)
+    global_flat = fl.get_flat(fed.model).clone()
+    history, best = [], None
+    for rnd in range(1, exp.rounds + 1):
+        t0 = time.perf_counter()
+        chosen, dropped = fed.sample(rnd)
+        survivors = [c for c in chosen if c not in dropped]
+        record = dict(round=rnd, clients=chosen, dropped=dropped, aggregated=0, train_loss=None,
+                      guarantee=FLOWER_GUARANTEE)
+        private.steps_done += 1  # counted even when the round aborts, as in process
+        if len(survivors) < private.plan.min_survivors:
+            record["aborted"] = f"{len(survivors)} survivors < {private.plan.min_survivors}: nothing released"
+        else:
+            mean, _, info, _ = _secagg_round(grid, context, exp, nodes, survivors, wire.flat_to_numpy(global_flat),
+                                             rnd, root, secagg, 1.0)
+            # uniform weights: SecAgg+ returned the mean of the survivors' inputs; their sum is the noisy gradient
+            global_flat = private.server_step_gradient(mean.double().numpy() * len(survivors), global_flat)
+            record.update(info, aggregated=len(survivors))
+        if private.ema is not None:
+            from ..fl.distributed import ema_update
+
+            private.ema = ema_update(private.ema, global_flat, exp.ema, private.steps_done)
+        if rnd % exp.eval_every == 0 or rnd == exp.rounds:
+            record.update(fed.evaluate_global(private.ema if private.ema is not None else global_flat))
+            if best is None or record["val_accuracy"] > best["val_accuracy"]:
+                best = record
+        record.update(epsilon=private.spent(), seconds=time.perf_counter() - t0)
+        history.append(record)
+    return with_provenance(dict(fed.summary(history, best, started, engine="flower"), privacy=private.audit())), \
+        global_flat
 
 
 def make_server_app(exp: fl.Experiment, *, secagg: SecAggSettings | None = None, root=None,

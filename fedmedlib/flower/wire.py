@@ -58,6 +58,8 @@ def experiment_from_run_config(run_config: dict) -> Experiment:
     if unknown:
         raise ValueError(f"unknown run-config keys {unknown}: use Experiment fields with '-' for '_' "
                          f"(e.g. n-clients) or one of {FLOWER_KEYS}")
+    if run_config.get("secagg") and "aggregator" not in values:
+        values["aggregator"] = "secagg"  # secagg=true runs Flower's SecAgg+: the experiment says so too
     return Experiment(**values)
 
 
