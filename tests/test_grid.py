@@ -133,3 +133,16 @@ def test_the_should_be_done_column_uses_the_distributed_recipe_and_its_own_sweep
     assert grid.sweep_experiment(CPU, 6.0, 10, "paper", 0, "as_should") == exp
     with pytest.raises(ValueError, match="sweep runs in one of the columns"):
         grid.sweep_experiment(CPU, 6.0, 10, "paper", 0, "as_coded")
+
+
+def test_the_distributed_preset_is_the_searchs_winner_on_validation():
+    from fedmedlib.config import DP_DISTRIBUTED
+    from fedmedlib.experiments import distributed_search
+
+    rows = {r["variant"]: r for r in distributed_search.table(CPU)}
+    assert {"centre", "lr1", "lr0.5", "rounds400"} <= {v for v, r in rows.items() if r["done"]}
+    best = distributed_search.winner(CPU)
+    assert best == max((r for r in rows.values() if r["done"]), key=lambda r: r["val"])["variant"]
+    assert DP_DISTRIBUTED == distributed_search.settings(best)
+    # the winner's cell is the grid's headline cell of the column (the same experiment, the same file)
+    assert distributed_search.variant_experiment(CPU, best) == grid.experiment(CPU, "as_should", 10, "paper", 0)
