@@ -92,16 +92,28 @@ class DistributedDPPlug:
                 self.scheduler.load_state_dict(state["scheduler"])
             self.ema, self.steps_done = state["ema"], state["steps"]
 
-    def hospital_input(self, fed, cid: int, global_flat, rnd: int):
-        """Hospital `cid`'s SecAgg+ input for round `rnd` and its noise receipt."""
-        h, exp = fed.hospitals[cid], self.exp
-        g = torch.Generator().manual_seed(int(np.random.default_rng([exp.seed, rnd, cid + 1, 17]).integers(2**62)))
-        chosen = torch.rand(len(h.train_idx), generator=g) < self.plan.sample_rate  # Poisson sampling
-        idx = h.train_idx[chosen.to(h.train_idx.device)]
+    def sample(self, fed, cid: int, rnd: int):
+        """Hospital `cid`'s Poisson sample of round `rnd`: each record in with probability q (its own stream)."""
+        h = fed.hospitals[cid]
+        seed = int(np.random.default_rng([self.exp.seed, rnd, cid + 1, 17]).integers(2**62))
+        chosen = torch.rand(len(h.train_idx), generator=torch.Generator().manual_seed(seed)) < self.plan.sample_rate
+        return h.train_idx[chosen.to(h.train_idx.device)]
+
+    def clipped_sum(self, fed, cid: int, global_flat, rnd: int) -> np.ndarray:
+        """Σ of hospital `cid`'s clipped per-record gradients at the global weights, over its round-`rnd` sample."""
+        idx = self.sample(fed, cid, rnd)
         set_flat(fed.model, global_flat)
         fed.model.train()
-        clipped = hospital_clipped_sum(fed.model, self.tape, fed.x[idx], fed.y[idx], exp.clip)
-        return ddp.encode(clipped, self.plan, np.random.default_rng([exp.seed, rnd, cid + 1, 19]), hospital=cid)
+        return hospital_clipped_sum(fed.model, self.tape, fed.x[idx], fed.y[idx], self.exp.clip)
+
+    def noise_stream(self, cid: int, rnd: int) -> np.random.Generator:
+        """The stream hospital `cid` rounds and draws its Skellam share from in round `rnd`."""
+        return np.random.default_rng([self.exp.seed, rnd, cid + 1, 19])
+
+    def hospital_input(self, fed, cid: int, global_flat, rnd: int):
+        """Hospital `cid`'s SecAgg+ input for round `rnd` and its noise receipt."""
+        clipped = self.clipped_sum(fed, cid, global_flat, rnd)
+        return ddp.encode(clipped, self.plan, self.noise_stream(cid, rnd), hospital=cid)
 
     def play_round(self, fed, global_flat, rnd: int):
         """One DP-SGD step over the union batch through SecAgg+ -> (new global weights, round record)."""
@@ -151,13 +163,8 @@ class DistributedDPPlug:
         gradient). A continuous-noise approximation: the proof covers the real-valued sum, not Flower's
         stochastic rounding to 2^22 levels and its modular sum (`FLOWER_GUARANTEE`)."""
         self.prepare(fed)
-        h, exp, plan = fed.hospitals[cid], self.exp, self.plan
-        g = torch.Generator().manual_seed(int(np.random.default_rng([exp.seed, rnd, cid + 1, 17]).integers(2**62)))
-        idx = h.train_idx[(torch.rand(len(h.train_idx), generator=g) < plan.sample_rate).to(h.train_idx.device)]
-        set_flat(fed.model, global_flat)
-        fed.model.train()
-        clipped = hospital_clipped_sum(fed.model, self.tape, fed.x[idx], fed.y[idx], exp.clip)
-        noise = np.random.default_rng([exp.seed, rnd, cid + 1, 29]).normal(
+        plan, clipped = self.plan, self.clipped_sum(fed, cid, global_flat, rnd)
+        noise = np.random.default_rng([self.exp.seed, rnd, cid + 1, 29]).normal(
             0.0, math.sqrt(plan.share_variance) * plan.gamma, plan.dim)
         return (clipped + noise) / (plan.sample_rate * self.n_records)
 
@@ -234,14 +241,12 @@ def round_against_central(exp, *, device="cpu", root=None, rnd: int = 1, sample:
     inputs = [plug.hospital_input(fed, h.cid, start, rnd)[0] for h in fed.hospitals]
     federated = ddp.decode(secure_sum(inputs, threshold=exp.secagg_threshold, num_neighbours=exp.secagg_neighbours,
                                       seed=0), plan)
-    noise, union = np.zeros(plan.dim), []
+    noise = np.zeros(plan.dim)
     for h in fed.hospitals:
-        replay = np.random.default_rng([exp.seed, rnd, h.cid + 1, 19])  # the stream ddp.encode drew from
+        replay = plug.noise_stream(h.cid, rnd)  # the stream ddp.encode drew from: rounding uniforms, then Skellam
         replay.random(plan.dim)
         noise += replay.poisson(plan.share_variance / 2, plan.dim) - replay.poisson(plan.share_variance / 2, plan.dim)
-        g = torch.Generator().manual_seed(int(np.random.default_rng([exp.seed, rnd, h.cid + 1, 17]).integers(2**62)))
-        union.append(h.train_idx[torch.rand(len(h.train_idx), generator=g) < plan.sample_rate])
-    union = torch.cat(union)
+    union = torch.cat([plug.sample(fed, h.cid, rnd) for h in fed.hospitals])
     set_flat(fed.model, start)
     central = hospital_clipped_sum(fed.model, plug.tape, fed.x[union], fed.y[union], exp.clip) + noise * plan.gamma
     pick = np.random.default_rng(0).choice(plan.dim, size=min(sample, plan.dim), replace=False)
