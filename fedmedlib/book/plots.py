@@ -148,10 +148,11 @@ def grid_bars(rows: list[dict], ax=None, title: str = ""):
 
 
 def privacy_budget(row: dict, curve: tuple, accuracies: dict, no_dp: dict | None = None, note: str = "",
-                   axes=None):
+                   axes=None, split_noise: dict | None = None):
     """Three views of one privacy budget (a `widgets.budget` row): the noise multiplier of each DP reading,
     the ε the paper's code really spends against the ε it claims (`curve` = (claimed, spent) arrays), and
-    test accuracy against ε (`accuracies`: ε -> `grid.summarize` dict or None; `no_dp`: the ε = ∞ run)."""
+    test accuracy against ε (`accuracies`: ε -> `grid.summarize` dict or None; `no_dp`: the ε = ∞ run;
+    `split_noise`: the same for the noise split under SecAgg+, chapter 6's seventh column)."""
     if axes is None:
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
     fig = axes[0].figure
@@ -174,7 +175,12 @@ def privacy_budget(row: dict, curve: tuple, accuracies: dict, no_dp: dict | None
     if shown:
         acc.errorbar([e for e, _ in shown], [a["mean"] for _, a in shown],
                      yerr=[a["std"] or 0 for _, a in shown], fmt="o-", color=colours[1], capsize=3,
-                     label="DP-SGD + SecAgg+")
+                     label="DP-SGD + SecAgg+, local noise")
+    split = sorted((e, a) for e, a in (split_noise or {}).items() if a is not None)
+    if split:
+        acc.errorbar([e for e, _ in split], [a["mean"] for _, a in split], yerr=[a["std"] or 0 for _, a in split],
+                     fmt="s-", color=colours[2], capsize=3, label="noise split under SecAgg+")
+        shown = shown or split  # the legend below is drawn when either series is there
     if no_dp is not None:
         acc.axhline(no_dp["mean"], color="grey", ls="--", lw=1, label="no DP")
     acc.axvline(row["epsilon"], color=colours[3], lw=2, alpha=0.6)

@@ -91,10 +91,11 @@ def spent_curve(delta: float, rounds: int, clip: float = privacy.PAPER_CLIP) -> 
 
 
 def accuracy(epsilon: float, hospitals: int = SWEEP_HOSPITALS, *, profile=CPU, scheme: str = "paper",
-             directory=None) -> dict | None:
-    """Test accuracy (%) of the grid's sweep cell at ε (∞ = no DP), mean ± std over the seeds in `results/`;
-    None when no seed of it has run. `rounds` are the profile's: a result is only shown for its own runs."""
-    return grid.sweep_point(profile, epsilon, scheme=scheme, hospitals=hospitals, directory=directory)
+             directory=None, column: str = "as_claimed") -> dict | None:
+    """Test accuracy (%) of a sweep cell at ε (∞ = no DP) in `column` ('as_claimed', or 'as_should': the noise
+    split under SecAgg+), mean ± std over the seeds in `results/`; None when no seed of it has run."""
+    return grid.sweep_point(profile, epsilon, scheme=scheme, hospitals=hospitals, directory=directory,
+                            column=column)
 
 
 def missing_note(epsilon: float, hospitals: int, profile=CPU, rounds: int | None = None) -> str:
@@ -122,9 +123,13 @@ def figure(epsilon: float, delta: float = privacy.PAPER_DELTA, rounds: int | Non
     no_dp = measured(math.inf)
     here = accuracies[row["epsilon"]] if row["epsilon"] in accuracies else measured(row["epsilon"])
     note = "" if here else missing_note(row["epsilon"], hospitals, profile, row["rounds"])
+    # The seventh column's sweep: its own protocol (one DP-SGD step per round), shown at its 10 hospitals
+    split = {e: accuracy(e, hospitals, profile=profile, scheme=scheme, directory=directory, column="as_should")
+             for e in STATIC_EPSILONS if math.isfinite(e)} if hospitals == SWEEP_HOSPITALS else {}
     plots.use_style()
-    fig = plots.privacy_budget(row, spent_curve(row["delta"], row["rounds"]), accuracies, no_dp, note)
-    return fig, dict(row, accuracy=here, note=note)
+    fig = plots.privacy_budget(row, spent_curve(row["delta"], row["rounds"]), accuracies, no_dp, note,
+                               split_noise=split)
+    return fig, dict(row, accuracy=here, note=note, accuracy_split_noise=split.get(row["epsilon"]))
 
 
 def describe(row: dict) -> str:
