@@ -54,7 +54,8 @@ PAPER_TABLE = {
     20: {"dp-sa-": 97.77, "dp-sa+": 97.01, "dp+": 96.89},
 }
 MEDMNIST_RESNET18_28PX = 95.8  # MedMNIST v2, BloodMNIST test accuracy, ResNet-18 at 28 px (centralized)
-# Rows the paper quotes from other work (DP− SA−, DP− SA+, DP+ SA+), with why they do not compare (PAPER.md).
+# Rows the paper quotes from other work (DP− SA−, DP− SA+, DP+ SA+), with why they do not compare (the book's
+# appendix 'The paper and its code').
 QUOTED = {
     "PriMIA (Kaissis et al. 2021)": dict(hospitals=10, values=(90.00, 89.00, 85.00),
                                          caveat="paediatric chest X-rays, never BloodMNIST: not like-for-like"),
