@@ -178,7 +178,8 @@ DP_DISTRIBUTED_REASONS = {
                   "evaluates once per epoch; test accuracy is read at the best-validation evaluation",
 }
 # Tolerated dropouts: noise shares are sized so that any 60 % of the hospitals carry the full noise; std
-# overhead when all survive √(n / ⌈0.6 n⌉) ≤ 1.29 (the issue's goal: ≤ 1.3×). SecAgg+'s threshold is the same.
+# overhead when all survive √(n / ⌈0.6 n⌉) ≤ 1.29 (the goal: ≤ 1.3×). SecAgg+'s threshold is the same
+# number.
 DISTRIBUTED_SURVIVOR_FRACTION = 0.6
 # The QUICK profile's live version: a few rounds on the 2,000-image subset, in seconds.
 DP_DISTRIBUTED_QUICK = dict(batch_size=256, rounds=6, lr=2.0, clip=1.0, schedule="cosine", ema=0.999, eval_every=3)

@@ -24,7 +24,8 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--engine", default="auto", choices=["auto", "sequential", "parallel"],
-                        help="hospitals one after another or all at once (fedmedlib.fl.parallel); auto: parallel on a GPU")
+                        help="hospitals one after another or all at once (fedmedlib.fl.parallel); "
+                             "auto: parallel on a GPU")
     parser.add_argument("--parts", nargs="+", default=["table"], choices=list(grid.PARTS))
     parser.add_argument("--hospitals", type=int, nargs="+", default=None)
     parser.add_argument("--schemes", nargs="+", default=list(grid.SPLITS), choices=list(grid.SPLITS))

@@ -48,7 +48,11 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from fedmedlib.privacy.recipe import DPRecipe
-from fedmedlib.experiments.recipe_search import ABLATION_CPU, CURVE_CPU, CURVE_EPSILONS, EPSILON, FEDERATED, FEDERATED_CPU, FEDERATED_SGD, KNOBS, NAIVE, START, ablation_knobs, ablation_trial, best_federated_variant, best_search_trial, cached, federated_experiment, knob_value, pick_federated, refine_trials, search_trials, with_knob
+from fedmedlib.experiments.recipe_search import (ABLATION_CPU, CURVE_CPU, CURVE_EPSILONS, EPSILON, FEDERATED,
+                                                 FEDERATED_CPU, FEDERATED_SGD, KNOBS, NAIVE, START, ablation_knobs,
+                                                 ablation_trial, best_federated_variant, best_search_trial, cached,
+                                                 federated_experiment, knob_value, pick_federated, refine_trials,
+                                                 search_trials, with_knob)
 from fedmedlib.experiments.recipe_search import finished_winner as _finished_winner
 
 

@@ -65,7 +65,8 @@ def test_epsilon_at_sample_rate_one_is_exact_for_both_accountants():
 
 
 def test_paper_measured_noise_multipliers_are_reproduced():
-    # Measured with Opacus 1.6 (the book's reference values): 5 clients of 2,391 images, batch 64, 5 epochs: σ = 0.674 (RDP) / 0.628 (PRV).
+    # Measured with Opacus 1.6 (the book's reference values): 5 clients of 2,391 images, batch 64, 5 epochs:
+    # σ = 0.674 (RDP) / 0.628 (PRV).
     q, steps = 64 / 2391, 5 * math.ceil(2391 / 64)
     assert privacy.noise_multiplier(6.0, DELTA, q, steps, "prv") == pytest.approx(0.628, abs=0.01)
     assert privacy.noise_multiplier(6.0, DELTA, q, steps, "rdp") == pytest.approx(0.674, abs=0.01)

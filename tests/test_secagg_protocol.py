@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
 
-from fedmedlib.secagg import ProtocolViolation, SecAggAbort, SecAggAggregator, ShareDecryptionError, Stage, secure_mean, secure_sum
+from fedmedlib.secagg import (ProtocolViolation, SecAggAbort, SecAggAggregator, ShareDecryptionError, Stage,
+                              secure_mean, secure_sum)
 from fedmedlib.secagg.client import Client
 from fedmedlib.secagg.graph import default_num_neighbours, ring_neighbours
 from fedmedlib.secagg.messages import SERVER, ForwardedShares, UnmaskRequest, UnmaskResponse

@@ -96,7 +96,8 @@ def dp_recipe(recipe: DPRecipe, *, seed: int = 0, epsilon: float = PAPER_EPSILON
                            eval_subset=eval_subset)
     return results.load_or_run(
         "dp_recipe", config, lambda: with_provenance(train_recipe(
-            recipe, epsilon=epsilon, delta=delta, seed=seed, train_subset=train_subset, eval_subset=eval_subset, **run)),
+            recipe, epsilon=epsilon, delta=delta, seed=seed, train_subset=train_subset, eval_subset=eval_subset,
+            **run)),
         allow_run=allow_run, save_result=save_result)
 
 

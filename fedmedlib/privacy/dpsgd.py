@@ -157,7 +157,8 @@ class RecordLevelDP:
         steps = epochs * self.steps_per_epoch
         if self.steps_done + steps > self.total_steps:
             raise RuntimeError(f"hospital {self.hospital}: the privacy budget was planned for {self.total_steps} "
-                               f"steps and {self.steps_done} are spent; {steps} more would exceed (ε={self.epsilon_target}, "
+                               f"steps and {self.steps_done} are spent; {steps} more would exceed "
+                               f"(ε={self.epsilon_target}, "
                                f"δ={self.delta}). Plan more rounds up front (noise is calibrated once)")
         self.steps_done += steps
         if self.ledger is not None:

@@ -7,7 +7,8 @@ Poisson(μ/2); independent Skellams add up to a Skellam, so the survivors' share
 
 Sensitivity in the integer domain. One record moves its hospital's scaled sum by ≤ 2^scale_bits in L2. Coupling
 the two roundings with the same uniforms moves each coordinate by less than 1 more, so the integer sums differ by
-Δ2 ≤ 2^scale_bits + √d (Kairouz et al. 2021, Thm 1's unconditional bound), and Δ1 ≤ min(√d·Δ2, Δ2²) (integers).
+Δ2 ≤ 2^scale_bits + √d (Kairouz et al. 2021, Thm 1's unconditional bound), and Δ1 ≤ min(√d·Δ2, Δ2²)
+(integers).
 Rényi DP of the Skellam mechanism (Agarwal et al. 2021, Thm 3.5 / Cor. 3.6), μ = variance, integer α > 1:
     ε(α) ≤ α Δ2² / (2μ) + min(((2α − 1) Δ2² + 6 Δ1) / (4μ²), 3 Δ1 / (2μ)).
 Poisson subsampling of records at rate q: Zhu & Wang's general upper bound (2019, Thm 5), for any mechanism's
@@ -283,7 +284,8 @@ def check_round(receipts: list[ShareReceipt], plan: SkellamPlan) -> None:
     short = [r.hospital for r in receipts if r.share_variance < plan.share_variance * (1 - 1e-12)]
     if short:
         raise ValueError(f"hospital(s) {short} added less than the calibrated noise share "
-                         f"({plan.share_variance:.4g} levels²): the sum would be under-noised, so the round is refused")
+                         f"({plan.share_variance:.4g} levels²): the sum would be under-noised, so the round is "
+                         "refused")
     if len(receipts) < plan.min_survivors:
         raise ValueError(f"only {len(receipts)} hospitals survived but the noise was calibrated for at least "
                          f"{plan.min_survivors}: releasing this sum would break the guarantee, so the round aborts")
