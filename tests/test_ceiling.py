@@ -79,7 +79,7 @@ def test_estimated_cost_follows_the_measured_throughputs():
 
 def test_table_shows_missing_rows_as_none(tmp_path):
     rows = ceiling_search.table(tmp_path)
-    assert len(rows) == 6 and all(r["test_mean"] is None and r["missing_seeds"] == [0, 1, 2] for r in rows)
+    assert len(rows) == 6 and all(r["n"] == 0 and r["mean"] is None and r["missing_seeds"] == [0, 1, 2] for r in rows)
     assert ceiling_search.width_cost(rows, "resnet9", 64) is None
 
 
@@ -130,3 +130,15 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_result(tmp_p
     resumed = train_ceiling(recipe, checkpoint=ckpt, **kw)
     assert resumed["resumed_from_epoch"] == 1 and not ckpt.exists()
     assert [h["val_accuracy"] for h in resumed["history"]] == [h["val_accuracy"] for h in whole["history"]]
+
+
+def test_width_cost_is_the_test_gain_and_time_ratio_over_width_16(tmp_path):
+    for width, test, seconds in ((16, 0.95, 600.0), (64, 0.97, 6000.0)):
+        recipe = ceiling_search.START.replace(width=width)
+        results.save(dict(config={}, seed=0, provenance={}, wall_time_s=seconds, val_accuracy_best=test,
+                          test_accuracy_at_best_val=test, train_images_per_second=1.0),
+                     "ceiling", ceiling_search.key(recipe, 0), tmp_path)
+    rows = ceiling_search.table(tmp_path)
+    cost = ceiling_search.width_cost(rows, "resnet9", 64)
+    assert cost["points"] == pytest.approx(2.0) and cost["time_ratio"] == pytest.approx(10.0)
+    assert ceiling_search.chosen_width(tmp_path) == 64  # the better validation accuracy

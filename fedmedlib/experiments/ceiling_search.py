@@ -137,8 +137,9 @@ def search_table(directory=None) -> list[dict]:
 
 
 def table(directory=None) -> list[dict]:
-    """One row per (model, width) at the chosen recipe: test mean ± std over the seeds found, the seeds missing,
-    validation, minutes per run and training images/s; a row with no seed has None in every number."""
+    """One row per (model, width) at the chosen recipe: test mean ± std (%) over the `n` seeds found (the keys of
+    grid.format_cell), the seeds missing, validation, minutes per run and training images/s; a row with no seed
+    has None in every measured number."""
     best = chosen(directory)[0]
     rows = []
     for model in ("resnet9", "dpresnet"):
@@ -149,8 +150,8 @@ def table(directory=None) -> list[dict]:
             mean = lambda k: float(np.mean([r[k] for r in found.values()])) if found else None  # noqa: E731
             rows.append(dict(model=model, width=w, recipe=best.name, seeds=sorted(found),
                              missing_seeds=[s for s in SEEDS if s not in found],
-                             test_mean=float(test.mean()) if found else None,
-                             test_std=float(test.std(ddof=1)) if len(found) > 1 else None,
+                             n=len(found), mean=float(test.mean()) if found else None,
+                             std=float(test.std(ddof=1)) if len(found) > 1 else None,
                              val_mean=100 * mean("val_accuracy_best") if found else None,
                              minutes=mean("wall_time_s") / 60 if found else None,
                              images_per_s=mean("train_images_per_second"),
@@ -162,6 +163,6 @@ def width_cost(rows: list[dict], model: str, width: int, base: int = 16) -> dict
     """What `width` buys over `base` for `model` (test points, time ratio); None until both rows have a seed."""
     by = {r["width"]: r for r in rows if r["model"] == model}
     a, b = by.get(base), by.get(width)
-    if a is None or b is None or a["test_mean"] is None or b["test_mean"] is None:
+    if a is None or b is None or not a["n"] or not b["n"]:
         return None
-    return dict(points=b["test_mean"] - a["test_mean"], time_ratio=b["minutes"] / a["minutes"])
+    return dict(points=b["mean"] - a["mean"], time_ratio=b["minutes"] / a["minutes"])
