@@ -1,7 +1,7 @@
 """Run the missing cells of a profile's reproduction grid, one JSON per finished cell (resumable).
 
 Usage:
-    python scripts/run_grid.py --profile cpu [--device cuda] [--parts table sweep rq3] [--hospitals 10 20]
+    python scripts/run_grid.py --profile cpu [--device cuda] [--parts table sweep rq3 paper-rounds] [--hospitals 10 20]
                                [--schemes paper dirichlet] [--columns dp-sa- as_claimed] [--seeds 0 1 2]
                                [--engine auto|sequential|parallel] [--list]
 
@@ -39,7 +39,7 @@ def main() -> None:
                            seeds=args.seeds, columns=args.columns))
     for part, exp in todo:
         path = result_path("federated", dict(exp.to_dict(), profile=profile.name))
-        name = (f"{part:5s} {exp.n_clients:2d} hospitals {exp.scheme:9s} {exp.model:8s} dp {exp.dp:12s}"
+        name = (f"{part:5s} {exp.n_clients:2d} hospitals {exp.rounds}x{exp.local_epochs} {exp.scheme:9s} {exp.model:8s} dp {exp.dp:12s}"
                 f"{' drop_noise' if exp.drop_noise else ''} eps {exp.epsilon:g} {exp.aggregator:6s} seed {exp.seed}")
         if args.list:
             print(f"{'done' if path.is_file() else 'todo'}  {name}  {path.name}")

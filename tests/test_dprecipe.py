@@ -8,7 +8,7 @@ from fedmedlib.experiments import runs
 from fedmedlib.privacy import fastdp
 from fedmedlib.privacy import recipe as dprecipe
 from fedmedlib import privacy
-from fedmedlib.privacy.augment import augment
+from fedmedlib.augment import augment
 from fedmedlib.models import build_model
 
 # Accountant outputs are compared with a stated tolerance, never exactly: the same ε computed in another

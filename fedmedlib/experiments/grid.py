@@ -117,7 +117,7 @@ def sweep_experiment(profile, epsilon: float, n_clients: int, scheme: str, seed:
 
 
 HEADLINE = (10, "paper")  # the row the paper reports first: 10 hospitals, its own split
-PARTS = ("table", "sweep", "sweep-should", "rq3")
+PARTS = ("table", "sweep", "sweep-should", "rq3", "paper-rounds")
 
 
 def seeds_for(profile, part: str, n_clients: int, scheme: str) -> tuple[int, ...]:
@@ -134,7 +134,8 @@ def cells(profile, *, parts=("table",), hospitals=None, schemes=SPLITS, seeds=No
 
     parts: 'table' (hospitals × columns × splits), 'sweep' (ε sweep at 10 hospitals), 'sweep-should' (the same
     ε sweep in the 'as it should be done' column, paper split), 'rq3' (ResNet-9 vs
-    DPResNet without DP, 10 hospitals). Seeds are the outer loop, so seed 0 of everything comes first;
+    DPResNet without DP, 10 hospitals), 'paper-rounds' (the paper's 50 rounds × 3 local epochs at the profile's
+    width: fedmedlib.experiments.paper_rounds). Seeds are the outer loop, so seed 0 of everything comes first;
     `seeds=None` follows the profile's policy (`seeds_for`), explicit seeds run every listed cell with them.
     """
     unknown = set(parts) - set(PARTS)
@@ -160,6 +161,10 @@ def cells(profile, *, parts=("table",), hospitals=None, schemes=SPLITS, seeds=No
                          for e in SWEEP_EPSILONS if not math.isinf(e)]
             if "rq3" in parts and wanted(seed, "rq3", 10, scheme):
                 todo += [("rq3", experiment(profile, "dp-sa-", 10, scheme, seed, model="resnet9"))]
+            if "paper-rounds" in parts and wanted(seed, "paper-rounds", 10, scheme) and scheme == "paper":
+                from .paper_rounds import cells as paper_rounds_cells  # it builds on this module
+
+                todo += [("paper-rounds", exp) for exp in paper_rounds_cells(profile, seeds=(seed,))]
             for part, exp in todo:
                 if exp.hash() not in seen:  # the sweep shares its ε = 6 and ∞ points with the table
                     seen.add(exp.hash())

@@ -64,7 +64,7 @@ class Experiment:
     seed: int = 0
     extra: tuple[tuple[str, object], ...] = field(default=())  # room for later options, still hashed
     precision: str = "fp32"  # 'bf16': autocast in training and evaluation (changes results, so it is hashed)
-    multiplicity: int = 1  # dpsgd only: augmented copies per record, averaged before clipping (privacy.augment)
+    multiplicity: int = 1  # dpsgd only: augmented copies per record, averaged before clipping (fedmedlib.augment)
     local_optimizer: str = "adam"  # each hospital's fresh optimiser per round: adam | sgd (momentum 0.9)
     # dp='distributed_dpsgd': batch_size is the expected union batch, lr the server's SGD-momentum step size,
     # rounds the number of DP-SGD steps; these four are its other knobs (see fedmedlib.fl.distributed).

@@ -259,7 +259,7 @@ def noisy_gradient(model: nn.Module, sums: dict, *, noise_std: float, expected_b
 class FastSession:
     """DP epochs with Poisson sampling on device tensors; each step is recorded in `accountant`.
 
-    `multiplicity` k > 1 trains on k augmented copies of each sampled record (fedmedlib.privacy.augment), averaged
+    `multiplicity` k > 1 trains on k augmented copies of each sampled record (fedmedlib.augment), averaged
     before clipping; `physical_batch` caps the records per forward pass (clipped sums add up across chunks);
     `after_step()` runs after every optimizer step (a schedule, a weight average).
     """
@@ -274,7 +274,7 @@ class FastSession:
         self.tape = LayerTape(net)
 
     def _clipped_sums(self, idx) -> tuple[dict, float]:
-        from .augment import augment
+        from ..augment import augment
 
         sums, loss_sum, chunk = {}, 0.0, self.physical_batch or max(len(idx), 1)
         for s in range(0, len(idx), chunk):

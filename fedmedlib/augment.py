@@ -1,8 +1,10 @@
 """Label-preserving augmentations of blood-cell images, vectorised on device tensors, k copies per sample.
 
 A smear image of one cell has no preferred orientation: flips and quarter turns keep its label, and a shift
-of a couple of pixels keeps the cell in frame. Under DP, augmentation multiplicity (k copies of each sample,
-averaged before clipping) lowers the variance of each sample's gradient at no privacy cost.
+of a couple of pixels keeps the cell in frame. Two users: DP-SGD's augmentation multiplicity (k copies of each
+sample, averaged before clipping, lowers the variance of each sample's gradient at no privacy cost;
+fedmedlib.privacy.fastdp) and the non-private ceiling (k = 1, a fresh copy per step; fedmedlib.ceiling). It sits
+at the ground layer so that both use one definition.
 
 References:
     De et al., "Unlocking High-Accuracy Differentially Private Image Classification through Scale", arXiv

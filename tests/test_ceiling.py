@@ -1,0 +1,144 @@
+"""The non-private ceiling (fedmedlib.ceiling, experiments.ceiling_search, scripts/run_ceilings.py): the recipe refuses
+bad input, augmentation keeps labels and permutes pixels exactly, the cache key is stable, the script's quick mode
+writes results with provenance, and a checkpointed run resumes."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedmedlib.augment import augment
+from fedmedlib.ceiling import CeilingRecipe, train_ceiling
+from fedmedlib.experiments import ceiling_search, results
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_ceilings.py"
+TINY = CeilingRecipe("tiny", width=8, epochs=1, batch_size=32)
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(model="vgg"), "model"), (dict(width=12), "multiple of 8"), (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(schedule="step"), "schedule"), (dict(precision="fp16"), "precision"), (dict(augment="yes"), "augment"),
+    (dict(epochs=0), "epochs"), (dict(batch_size=1), "BatchNorm"), (dict(lr=0), "lr > 0"),
+    (dict(label_smoothing=1.0), "label_smoothing"), (dict(shift=9), "shift")])
+def test_recipe_refuses_bad_settings_with_a_clear_error(changes, match):
+    with pytest.raises(ValueError, match=match):
+        CeilingRecipe(**changes)
+
+
+def test_flips_and_quarter_turns_are_exact_pixel_permutations_per_image():
+    x = torch.rand(16, 3, 28, 28)
+    out = augment(x, 1, generator=torch.Generator().manual_seed(0), shift=0)
+    assert out.shape == x.shape
+    for a, b in zip(x, out):  # each copy holds exactly its own image's pixels, rearranged
+        assert torch.equal(a.flatten(1).sort(dim=1).values, b.flatten(1).sort(dim=1).values)
+        turns = [torch.rot90(f, t, dims=(-2, -1)) for f in (a, a.flip(-1)) for t in range(4)]
+        assert any(torch.equal(b, t) for t in turns)
+
+
+def test_shifts_stay_inside_the_reflect_padded_frame():
+    x = torch.rand(8, 3, 28, 28)
+    out = augment(x, 1, generator=torch.Generator().manual_seed(1), shift=2)
+    centre_rows = out[..., 2:-2, 2:-2]  # a 24x24 window every ≤2-px shift keeps from the (turned) original
+    assert all(any(torch.equal(c, torch.rot90(f, t, (-2, -1))[..., dy:dy + 24, dx:dx + 24])
+                   for f in (a, a.flip(-1)) for t in range(4) for dy in range(5) for dx in range(5))
+               for a, c in zip(x, centre_rows))
+
+
+def test_cache_key_ignores_the_name_and_records_every_setting():
+    a, b = ceiling_search.START, ceiling_search.START.replace(name="renamed")
+    assert ceiling_search.key(a, 0) == ceiling_search.key(b, 0)
+    assert results.config_hash(ceiling_search.key(a, 0)) == "3463d282b9"  # pinned: result file names depend on it
+    assert ceiling_search.key(a.replace(precision="bf16"), 0) != ceiling_search.key(a, 0)  # bf16 is cached apart
+    assert set(ceiling_search.key(a, 0)["recipe"]) == set(a.to_dict()) - {"name"}
+
+
+def test_every_start_value_has_a_reason_and_the_search_moves_one_knob_at_a_time():
+    assert set(ceiling_search.START_REASONS) == set(ceiling_search.START.to_dict()) - {"name"}
+    for (name, changes), recipe in zip(ceiling_search.SEARCH, ceiling_search.search_recipes()):
+        assert recipe.replace(name="start", **{k: getattr(ceiling_search.START, k) for k in changes}) \
+            == ceiling_search.START
+
+
+def test_the_chosen_recipe_is_the_best_validation_trial_found(tmp_path):
+    recipes = ceiling_search.search_recipes()
+    for recipe, val, test in ((recipes[0], 0.90, 0.99), (recipes[3], 0.95, 0.80)):
+        results.save(dict(config={}, seed=0, provenance={}, wall_time_s=1.0, val_accuracy_best=val,
+                          test_accuracy_at_best_val=test), "ceiling", ceiling_search.key(recipe, 0), tmp_path)
+    assert ceiling_search.chosen(tmp_path)[0] == recipes[3]  # by validation, though its test is lower
+    assert ceiling_search.chosen(tmp_path / "empty")[0] == ceiling_search.START
+    assert [s for _, s in ceiling_search.plan("seeds", tmp_path)] == [1, 2, 1, 2]
+
+
+def test_estimated_cost_follows_the_measured_throughputs():
+    r = ceiling_search.START
+    assert ceiling_search.estimated_minutes(r.replace(width=64)) > 5 * ceiling_search.estimated_minutes(r)
+    assert ceiling_search.estimated_minutes(r.replace(model="dpresnet")) > ceiling_search.estimated_minutes(r)
+
+
+def test_table_shows_missing_rows_as_none(tmp_path):
+    rows = ceiling_search.table(tmp_path)
+    assert len(rows) == 6 and all(r["n"] == 0 and r["mean"] is None and r["missing_seeds"] == [0, 1, 2] for r in rows)
+    assert ceiling_search.width_cost(rows, "resnet9", 64) is None
+
+
+def test_quick_mode_writes_results_with_provenance_and_lists_them_done(tmp_path, real_data_root, capsys, monkeypatch):
+    monkeypatch.setenv("FEDMED_PROGRESS", "0")
+    spec = importlib.util.spec_from_file_location("run_ceilings", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--stage", "search", "--quick", "--results-dir", str(tmp_path), "--limit", "1", "--device", "cpu"])
+    [path] = tmp_path.glob("ceiling-*.json")
+    saved = json.loads(path.read_text())
+    assert saved["kind"] == "ceiling" and saved["provenance"]["device"].startswith("cpu")
+    assert {"git_commit", "versions", "finished_utc"} <= set(saved["provenance"])
+    assert saved["config"]["recipe"]["width"] == 8 and saved["n_train"] == 300 and len(saved["history"]) == 1
+    capsys.readouterr()
+    script.main(["--stage", "search", "--quick", "--results-dir", str(tmp_path), "--list"])
+    assert capsys.readouterr().out.splitlines()[0].startswith("done")
+
+
+def test_quick_mode_refuses_to_write_into_the_repository(monkeypatch):
+    monkeypatch.delenv("FEDMED_RESULTS", raising=False)
+    spec = importlib.util.spec_from_file_location("run_ceilings", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit):
+        script.main(["--quick"])
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path, real_data_root, monkeypatch):
+    recipe, kw = TINY.replace(epochs=2), dict(seed=0, train_subset=200, eval_subset=100, device="cpu", progress=False)
+    whole = train_ceiling(recipe, **kw)
+    ckpt = tmp_path / "run.pt"
+    calls = {"n": 0}
+    import fedmedlib.ceiling as ceiling_module
+
+    original = ceiling_module.evaluate
+
+    def crash_in_epoch_2(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 2's validation
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(ceiling_module, "evaluate", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_ceiling(recipe, checkpoint=ckpt, **kw)
+    monkeypatch.setattr(ceiling_module, "evaluate", original)
+    resumed = train_ceiling(recipe, checkpoint=ckpt, **kw)
+    assert resumed["resumed_from_epoch"] == 1 and not ckpt.exists()
+    assert [h["val_accuracy"] for h in resumed["history"]] == [h["val_accuracy"] for h in whole["history"]]
+
+
+def test_width_cost_is_the_test_gain_and_time_ratio_over_width_16(tmp_path):
+    for width, test, seconds in ((16, 0.95, 600.0), (64, 0.97, 6000.0)):
+        recipe = ceiling_search.START.replace(width=width)
+        results.save(dict(config={}, seed=0, provenance={}, wall_time_s=seconds, val_accuracy_best=test,
+                          test_accuracy_at_best_val=test, train_images_per_second=1.0),
+                     "ceiling", ceiling_search.key(recipe, 0), tmp_path)
+    rows = ceiling_search.table(tmp_path)
+    cost = ceiling_search.width_cost(rows, "resnet9", 64)
+    assert cost["points"] == pytest.approx(2.0) and cost["time_ratio"] == pytest.approx(10.0)
+    assert ceiling_search.chosen_width(tmp_path) == 64  # the better validation accuracy
