@@ -20,8 +20,8 @@ REPORT = """import json, sys, fedmedlib
 from fedmedlib import data
 from fedmedlib.experiments import results
 print("COLAB-PATH-REPORT " + json.dumps(dict(fedmedlib=fedmedlib.__file__, executable=sys.executable,
-      results_dir=str(results.results_dir()), packaged=str(results.PACKAGED), data=str(data.ensure_file(download=False)),
-      colab="google.colab" in sys.modules)))"""
+      results_dir=str(results.results_dir()), packaged=str(results.PACKAGED),
+      data=str(data.ensure_file(download=False)), colab="google.colab" in sys.modules)))"""
 
 
 def _texts(cell) -> str:

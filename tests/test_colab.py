@@ -46,5 +46,5 @@ def test_colab_install_fails_with_the_reason_when_pip_does(on_colab, monkeypatch
 
 def test_setup_cell_says_clearly_when_the_repository_cannot_be_reached(on_colab, monkeypatch, tmp_path):
     monkeypatch.setenv("FEDMED_INSTALL_SOURCE", f"git+file://{tmp_path}/no-such-repository")
-    with pytest.raises(RuntimeError, match="could not install fedmedlib from git\\+file://.*is this runtime online"):
+    with pytest.raises(RuntimeError, match="cannot install fedmedlib from git\\+file://.*is this runtime online"):
         exec(colab.BOOTSTRAP, {})

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import skip_unless_required
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -29,7 +30,9 @@ MISSING_WORDS = ("not yet run", "No cached", "FileNotFoundError", "no cached res
 
 def _fresh_env(where: Path) -> Path:
     """A venv with this environment's packages, except fedmedlib, as its preinstalled base layer; its python."""
-    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+    made = subprocess.run([sys.executable, "-m", "venv", str(where)], capture_output=True, text=True)
+    if made.returncode:
+        skip_unless_required(f"`python -m venv` cannot make a fresh environment here: {made.stderr[-300:]}")
     python = where / "bin" / "python"
     own = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                               capture_output=True, text=True, check=True).stdout.strip())
@@ -120,9 +123,9 @@ def _summary(chapters: list[dict], wheel: Path) -> None:
     for c in chapters:
         t = _tally(c)
         lines.append(f"  {c['chapter']}: {c['seconds']:.0f} s; {t['backed']} result-backed cells: {t['complete']} "
-                     f"found all they asked for ({len(t['found'])} committed files), {t['with_pending']} also asked for "
-                     f"{len(t['pending'])} results not committed yet; {len(t['lost'])} committed results not found; "
-                     f"{t['says_missing']} cells say a result is missing")
+                     f"found all they asked for ({len(t['found'])} committed files), {t['with_pending']} also asked "
+                     f"for {len(t['pending'])} results not committed yet; {len(t['lost'])} committed results not "
+                     f"found; {t['says_missing']} cells say a result is missing")
     print("\n".join(lines))
     (ROOT / ".pytest_cache").mkdir(exist_ok=True)
     (ROOT / ".pytest_cache" / "colab_path_summary.txt").write_text("\n".join(lines) + "\n")

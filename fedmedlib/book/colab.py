@@ -33,11 +33,12 @@ BOOTSTRAP = f"""# Setup. On Colab the first lines install fedmedlib (Colab keeps
 import os, subprocess, sys
 if "google.colab" in sys.modules:
     src = os.environ.get("FEDMED_INSTALL_SOURCE") or "git+{REPO_URL}"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", src], capture_output=True, text=True)
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", src],
+                         capture_output=True, text=True)
     if pip.returncode:
-        raise RuntimeError(f"could not install fedmedlib from {{src}}: is this runtime online? pip: {{pip.stderr[-400:]}}")
+        raise RuntimeError(f"cannot install fedmedlib from {{src}} (is this runtime online?): {{pip.stderr[-400:]}}")
 from fedmedlib.book import colab_install, glue
-colab_install()  # on Colab: the dependencies Colab lacks, keeping its torch; prints one line saying what it added
+colab_install()  # on Colab: what Colab lacks, keeping its torch; prints one line saying what it added
 """
 
 

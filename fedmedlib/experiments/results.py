@@ -104,8 +104,9 @@ def load(name: str, config: dict, directory=None) -> dict | None:
 def missing_message(name: str, config: dict, directory=None) -> str:
     """What to say when a result has not run: its file, and the command that produces it."""
     command = PRODUCED_BY.get(name, "the script in scripts/ that writes it")
-    return (f"no cached result {result_path(name, config, directory).name} in {', '.join(map(str, read_dirs(directory)))}"
-            f": produce it with `{command}` in a clone of the repository (or pass allow_run=True)")
+    where = ", ".join(map(str, read_dirs(directory)))
+    return (f"no cached result {result_path(name, config, directory).name} in {where}: produce it with "
+            f"`{command}` in a clone of the repository (or pass allow_run=True)")
 
 
 def load_or_run(name: str, config: dict, run: Callable[[], dict], *, directory=None,
