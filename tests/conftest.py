@@ -94,3 +94,11 @@ def interrupted_run(monkeypatch):
         monkeypatch.setattr(fl.Federation, "evaluate_global", original)
 
     return run
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """After the Colab-path test: its per-chapter tally (time, result-backed cells, results found or missing)."""
+    summary = getattr(config, "colab_path_summary", None)
+    if summary:
+        terminalreporter.section("Colab path")
+        terminalreporter.write_line(summary)

@@ -65,7 +65,7 @@ def _kernel(scratch: Path, python: Path, env: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def colab_run(fedmedlib_wheel, real_data_root, tmp_path_factory):
+def colab_run(fedmedlib_wheel, real_data_root, tmp_path_factory, pytestconfig):
     scratch = tmp_path_factory.mktemp("colab")
     assert not scratch.resolve().is_relative_to(ROOT.resolve()), "the chapters must run outside the repository"
     python = _fresh_env(scratch / "venv")
@@ -88,7 +88,7 @@ def colab_run(fedmedlib_wheel, real_data_root, tmp_path_factory):
                           cwd=workdir, env=env, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     chapters = json.loads(out.read_text())
-    _summary(chapters, fedmedlib_wheel)
+    pytestconfig.colab_path_summary = _summary(chapters, fedmedlib_wheel)  # shown at the end of the run
     return {c["chapter"]: c for c in chapters}
 
 
@@ -117,7 +117,7 @@ def _tally(chapter: dict) -> dict:
                 says_missing=sum(any(w in c["text"] for w in MISSING_WORDS) for c in chapter["cells"]))
 
 
-def _summary(chapters: list[dict], wheel: Path) -> None:
+def _summary(chapters: list[dict], wheel: Path) -> str:
     lines = [f"Colab path: wheel {wheel.name} {wheel.stat().st_size / 1e3:.0f} kB; "
              f"{sum(c['seconds'] for c in chapters):.0f} s for {len(chapters)} chapters"]
     for c in chapters:
@@ -126,9 +126,9 @@ def _summary(chapters: list[dict], wheel: Path) -> None:
                      f"found all they asked for ({len(t['found'])} committed files), {t['with_pending']} also asked "
                      f"for {len(t['pending'])} results not committed yet; {len(t['lost'])} committed results not "
                      f"found; {t['says_missing']} cells say a result is missing")
-    print("\n".join(lines))
     (ROOT / ".pytest_cache").mkdir(exist_ok=True)
     (ROOT / ".pytest_cache" / "colab_path_summary.txt").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
 
 
 @pytest.mark.slow
