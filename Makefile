@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedmed-installed
 
 # Where bloodmnist.npz is: $FEDMED_DATA if set, else ./data or ../shared/data when they hold the file,
-# else the loader's default ~/.fedmed/data (medmnist downloads it there when online).
+# else the loader's default: ~/.fedmed/data when it holds the file, else medmnist's own ~/.medmnist (medmnist
+# downloads it there when online, as on Colab).
 ifndef FEDMED_DATA
   ifneq ($(wildcard data/bloodmnist.npz),)
     export FEDMED_DATA := $(abspath data)

@@ -7,3 +7,6 @@ References:
 """
 
 __version__ = "0.1.0"
+# The repository's address, written here once: the Colab install, the chapters' badges, _config.yml, the README
+# and pyproject.toml's [project.urls] copy it, and tests/test_repo_url.py checks that they agree.
+REPO_URL = "https://github.com/fedmedlib/fedmedlib"

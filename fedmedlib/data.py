@@ -44,12 +44,20 @@ def class_names() -> list[str]:
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """Where the file lives: the argument, else env FEDMED_DATA, else ~/.fedmed/data."""
+    """Where the file lives: the argument, else env FEDMED_DATA, else ~/.fedmed/data when it holds the file,
+    else medmnist's own folder ~/.medmnist (where medmnist downloads it, e.g. on Colab, and where any other
+    medmnist code finds it)."""
     if root is not None:
         return Path(root).expanduser()
     if os.environ.get("FEDMED_DATA"):
         return Path(os.environ["FEDMED_DATA"]).expanduser()
-    return Path.home() / ".fedmed" / "data"
+    ours = Path.home() / ".fedmed" / "data"
+    return ours if (ours / FILENAME).is_file() else medmnist_root()
+
+
+def medmnist_root() -> Path:
+    """medmnist's default root, ~/.medmnist (medmnist.info.get_default_root), read at call time."""
+    return Path.home() / ".medmnist"
 
 
 def md5sum(path: Path) -> str:

@@ -1,4 +1,7 @@
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,31 @@ def real_data_root():
         if os.environ.get("FEDMED_REQUIRE_DATA") == "1":
             pytest.fail(f"FEDMED_REQUIRE_DATA=1 but the real BloodMNIST is not available: {err}")
         pytest.skip(f"real BloodMNIST not available: {err}")
+
+
+def skip_unless_required(reason: str):
+    """Skip locally when something CI always has is missing; under FEDMED_REQUIRE_DATA=1 (CI) fail instead."""
+    if os.environ.get("FEDMED_REQUIRE_DATA") == "1":
+        pytest.fail(f"FEDMED_REQUIRE_DATA=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def fedmedlib_wheel(tmp_path_factory):
+    """A wheel of fedmedlib built from the files git tracks (what `pip install git+<repo>` sees), uncommitted edits
+    included; skipped outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True, text=True)
+    if tracked.returncode:
+        skip_unless_required("not a git checkout: the wheel is built from the files git tracks")
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
+    for name in tracked.stdout.splitlines():
+        if (root / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).write_bytes((root / name).read_bytes())
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
+                    str(src)], check=True)
+    return next(out.glob("fedmedlib-*.whl"))
 
 
 def write_fake_npz(path, n=(20, 6, 8), seed=0):
@@ -66,3 +94,11 @@ def interrupted_run(monkeypatch):
         monkeypatch.setattr(fl.Federation, "evaluate_global", original)
 
     return run
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """After the Colab-path test: its per-chapter tally (time, result-backed cells, results found or missing)."""
+    summary = getattr(config, "colab_path_summary", None)
+    if summary:
+        terminalreporter.section("Colab path")
+        terminalreporter.write_line(summary)

@@ -27,7 +27,12 @@ def test_root_resolution_order(monkeypatch, tmp_path):
     assert data.data_root(tmp_path / "arg") == tmp_path / "arg"
     assert data.data_root() == tmp_path / "env"
     monkeypatch.delenv("FEDMED_DATA")
-    assert data.data_root().parts[-2:] == (".fedmed", "data")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.data_root() == tmp_path / "home" / ".medmnist"  # medmnist's own folder, as on Colab
+    ours = tmp_path / "home" / ".fedmed" / "data"
+    ours.mkdir(parents=True)
+    (ours / data.FILENAME).write_bytes(b"")
+    assert data.data_root() == ours  # a file already in ~/.fedmed/data is still found there
 
 
 def test_missing_file_without_download_names_the_place_to_put_it(tmp_path):

@@ -82,3 +82,55 @@ def test_a_claim_left_by_a_dead_worker_is_taken_over(tmp_path):
     with pytest.raises(ValueError, match="claim key"):
         with results.claim("a/b", tmp_path):
             pass
+
+
+@pytest.fixture
+def installed(monkeypatch, tmp_path):
+    """fedmedlib as installed from a wheel: no clone around it, the committed results packaged, a fresh home."""
+    packaged = tmp_path / "site-packages" / "fedmedlib" / "_results"
+    packaged.mkdir(parents=True)
+    monkeypatch.setattr(results, "repo_results", lambda: None)
+    monkeypatch.setattr(results, "PACKAGED", packaged)
+    monkeypatch.delenv("FEDMED_RESULTS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return packaged
+
+
+def test_results_dir_order_argument_env_clone_then_packaged(installed, monkeypatch, tmp_path):
+    assert results.results_dir() == installed
+    monkeypatch.setenv("FEDMED_RESULTS", str(tmp_path / "env"))
+    assert results.results_dir() == tmp_path / "env" and results.write_dir() == tmp_path / "env"
+    assert results.results_dir(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.setattr(results, "repo_results", lambda: tmp_path / "clone")
+    monkeypatch.delenv("FEDMED_RESULTS")
+    assert results.results_dir() == tmp_path / "clone"
+
+
+def test_installed_library_reads_the_packaged_results(installed):
+    results.save(_result({"x": 1}), "demo", {"x": 1}, installed)  # as committed
+    assert results.load("demo", {"x": 1})["value"] == 42
+    assert results.find("demo", {"x": 1}) == installed / results.result_path("demo", {"x": 1}).name
+
+
+def test_installed_library_writes_new_results_to_the_users_folder_and_reads_both(installed, tmp_path):
+    results.save(_result({"x": 1}), "demo", {"x": 1}, installed)
+    path = results.save(dict(_result({"x": 2}), value=7), "demo", {"x": 2})
+    assert path.parent == tmp_path / "home" / ".fedmed" / "results"
+    assert sorted(p.name for p in installed.iterdir()) == [results.result_path("demo", {"x": 1}).name]
+    assert {r["config"]["x"] for r in results.load_all("demo")} == {1, 2}
+    results.save(dict(_result({"x": 1}), value=8), "demo", {"x": 1})  # the user's own rerun of a committed one
+    assert results.load("demo", {"x": 1})["value"] == 8  # the user's folder first
+
+
+def test_a_missing_result_says_which_command_produces_it(installed):
+    with pytest.raises(FileNotFoundError, match="scripts/run_grid.py"):
+        results.load_or_run("federated", {"x": 3}, lambda: {}, allow_run=False)
+
+
+def test_lookups_are_logged_when_asked(installed, monkeypatch, tmp_path):
+    log = tmp_path / "lookups.jsonl"
+    monkeypatch.setenv("FEDMED_RESULTS_LOG", str(log))
+    results.save(_result({"x": 1}), "demo", {"x": 1}, installed)
+    results.load("demo", {"x": 1}), results.load("demo", {"x": 2})
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line["found"] is not None for line in lines] == [True, False]

@@ -16,7 +16,7 @@ import torch
 from .. import privacy
 from ..experiments import results
 from ..experiments.provenance import provenance
-from ..train import load_split_tensors
+from ..train import load_split_tensors, resolve_device
 from . import inversion as inv
 from .membership import AuditSettings, Defence, audit
 
@@ -61,12 +61,13 @@ def membership_config(profile_name: str, defence: Defence, seed: int = 0) -> dic
 
 
 def membership_audit(profile, defence: Defence = Defence("none"), seed: int = 0, *, allow_run: bool = True,
-                     device: str = "cpu", progress: bool = False) -> dict:
+                     device: str = "auto", progress: bool = False) -> dict:
     """Cached audit (results/attack_membership-<hash>.json); the QUICK profile always runs live, unsaved."""
     name = getattr(profile, "name", str(profile))
     if name not in MEMBERSHIP:
         raise ValueError(f"no membership-audit preset for profile {name!r}: choose one of {sorted(MEMBERSHIP)}")
     config, s = membership_config(name, defence, seed), MEMBERSHIP[name]
+    device = resolve_device(device)  # 'auto': CUDA when present (Colab's GPU), else CPU
 
     def run() -> dict:
         started = time.perf_counter()
