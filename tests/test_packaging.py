@@ -17,5 +17,7 @@ def test_the_wheel_ships_every_committed_result_and_nothing_else_from_results(fe
     packaged = [i for i in zipfile.ZipFile(fedmedlib_wheel).infolist() if i.filename.startswith("fedmedlib/_results/")]
     assert sorted(i.filename.replace("fedmedlib/_results/", "results/", 1) for i in packaged) == sorted(committed)
     size = sum(i.file_size for i in packaged)
-    # 2.05 MB unpacked (0.6 MB in the wheel) in December 2026; the guard leaves room for the grid still running.
-    assert size < 3e6, f"results/ is {size / 1e6:.1f} MB unpacked: keep what ships with the library small"
+    # 2.05 MB unpacked (0.6 MB in the wheel) before the seventh column; each of its cells keeps a 400-round history
+    # (≈ 127 kB of JSON, ≈ 30 kB compressed in the wheel), and its 21 cells with the sweep add ≈ 2.7 MB. The guard
+    # leaves room for them and no more: anything larger should not ship inside the library.
+    assert size < 5.5e6, f"results/ is {size / 1e6:.1f} MB unpacked: keep what ships with the library small"
