@@ -48,3 +48,13 @@ def test_setup_cell_says_clearly_when_the_repository_cannot_be_reached(on_colab,
     monkeypatch.setenv("FEDMED_INSTALL_SOURCE", f"git+file://{tmp_path}/no-such-repository")
     with pytest.raises(RuntimeError, match="cannot install fedmedlib from git\\+file://.*is this runtime online"):
         exec(colab.BOOTSTRAP, {})
+
+
+def test_chapters_leave_progress_bars_to_the_environment():
+    # On Colab the live cells show tqdm bars; the book build turns them off with FEDMED_PROGRESS=0 (Makefile).
+    import json
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb")):
+        code = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+        assert "progress=False" not in code, f"{path.name} switches progress bars off for every reader"
