@@ -212,6 +212,10 @@ class SkellamPlan:
                     n_hospitals=self.n_hospitals, min_survivors=self.min_survivors, colluding=self.colluding,
                     share_variance=self.share_variance, dropout_overhead=self.dropout_overhead,
                     epsilon_skellam=self.epsilon_for(self.mu),
+                    # the same Gaussian through the same general subsampling bound: isolates what discreteness costs
+                    epsilon_gaussian_generic_bound=rdp_to_epsilon(
+                        ORDERS, subsampled_rdp(ORDERS, self.sample_rate, gaussian_rdp(ORDERS, z)) * self.steps,
+                        self.delta),
                     epsilon_gaussian_rdp=accounting.epsilon(z, self.delta, self.sample_rate, self.steps, "rdp"),
                     epsilon_gaussian_prv=accounting.epsilon(z, self.delta, self.sample_rate, self.steps, "prv"),
                     wrap_probability_bound=self.wrap_bound(), n_records=self.n_records)
