@@ -127,10 +127,8 @@ class DistributedDPPlug:
         chosen, dropped = fed.sample(rnd)
         survivors = [c for c in chosen if c not in dropped]
         record = dict(round=rnd, clients=chosen, dropped=dropped, aggregated=0, train_loss=None)
-        self.steps_done += 1  # counted even if the round aborts: conservative, and the schedule stays fixed
-        if len(survivors) < plan.min_survivors:
-            record["aborted"] = (f"{len(survivors)} survivors < {plan.min_survivors}, the fewest the noise was "
-                                 "calibrated for: nothing released")
+        if (too_few := self.begin_round(survivors)) is not None:
+            record["aborted"] = too_few
         else:
             inputs = {c: self.hospital_input(fed, c, global_flat, rnd) for c in survivors}
             ddp.check_round([receipt for _, receipt in inputs.values()], plan)
@@ -148,14 +146,30 @@ class DistributedDPPlug:
                 global_flat = self.server_step(ddp.decode(total, plan), global_flat)
                 record["aggregated"] = len(survivors)
                 record["noise_std_on_sum"] = plan.noise_std(len(survivors))
+        self.end_round(fed, record, global_flat, rnd)
+        record["seconds"] = time.perf_counter() - t0
+        return global_flat, record
+
+    def begin_round(self, survivors) -> str | None:
+        """Count the step; the reason to abort when fewer hospitals survive than the noise was calibrated for.
+        A round is counted even if it aborts: conservative, and the schedule stays fixed. (In process and on
+        Flower alike.)"""
+        self.steps_done += 1
+        if len(survivors) < self.plan.min_survivors:
+            return (f"{len(survivors)} survivors < {self.plan.min_survivors}, the fewest the noise was calibrated "
+                    "for: nothing released")
+        return None
+
+    def end_round(self, fed, record: dict, global_flat, rnd: int) -> None:
+        """The server's post-processing after a round: the weight average, the evaluation when it is due, the ε
+        spent so far — written into `record`."""
+        exp = self.exp
         if self.ema is not None:
             self.ema = ema_update(self.ema, global_flat, exp.ema, self.steps_done)
         if rnd % exp.eval_every == 0 or rnd == exp.rounds:
             record.update(fed.evaluate_global(self.ema if self.ema is not None else global_flat))
             record["epsilon_gaussian_prv"] = self.epsilon_gaussian()
         record["epsilon"] = self.spent()
-        record["seconds"] = time.perf_counter() - t0
-        return global_flat, record
 
     def gaussian_share(self, fed, cid: int, global_flat, rnd: int) -> np.ndarray:
         """Hospital `cid`'s input on Flower's SecAgg+, which quantizes floats itself: its clipped sum plus a

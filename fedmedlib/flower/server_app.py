@@ -246,24 +246,18 @@ def _run_distributed(grid, context, exp, fed, private, secagg, root, started):
         survivors = [c for c in chosen if c not in dropped]
         record = dict(round=rnd, clients=chosen, dropped=dropped, aggregated=0, train_loss=None,
                       guarantee=FLOWER_GUARANTEE)
-        private.steps_done += 1  # counted even when the round aborts, as in process
-        if len(survivors) < private.plan.min_survivors:
-            record["aborted"] = f"{len(survivors)} survivors < {private.plan.min_survivors}: nothing released"
+        if (too_few := private.begin_round(survivors)) is not None:
+            record["aborted"] = too_few
         else:
             mean, _, info, _ = _secagg_round(grid, context, exp, nodes, survivors, wire.flat_to_numpy(global_flat),
                                              rnd, root, secagg, 1.0)
             # uniform weights: SecAgg+ returned the mean of the survivors' inputs; their sum is the noisy gradient
             global_flat = private.server_step_gradient(mean.double().numpy() * len(survivors), global_flat)
             record.update(info, aggregated=len(survivors))
-        if private.ema is not None:
-            from ..fl.distributed import ema_update
-
-            private.ema = ema_update(private.ema, global_flat, exp.ema, private.steps_done)
-        if rnd % exp.eval_every == 0 or rnd == exp.rounds:
-            record.update(fed.evaluate_global(private.ema if private.ema is not None else global_flat))
-            if best is None or record["val_accuracy"] > best["val_accuracy"]:
-                best = record
-        record.update(epsilon=private.spent(), seconds=time.perf_counter() - t0)
+        private.end_round(fed, record, global_flat, rnd)  # the in-process post-processing, the same code
+        if "val_accuracy" in record and (best is None or record["val_accuracy"] > best["val_accuracy"]):
+            best = record
+        record["seconds"] = time.perf_counter() - t0
         history.append(record)
     return with_provenance(dict(fed.summary(history, best, started, engine="flower"), privacy=private.audit())), \
         global_flat
