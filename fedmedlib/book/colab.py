@@ -29,16 +29,17 @@ NO_DEPS = ("medmnist",)
 
 # The first lines of every chapter's setup cell: they must run before fedmedlib exists, so they cannot import it.
 # tests/test_repo_url.py checks each chapter starts with exactly these lines (and so with REPO_URL).
-BOOTSTRAP = f"""# Setup. On Colab the first lines install fedmedlib (Colab keeps its own torch); elsewhere they do nothing.
+BOOTSTRAP = f"""# Setup. On Colab these lines install fedmedlib (keeping Colab's torch); elsewhere they do nothing.
 import os, subprocess, sys
 if "google.colab" in sys.modules:
     src = os.environ.get("FEDMED_INSTALL_SOURCE") or "git+{REPO_URL}"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", src],
                          capture_output=True, text=True)
     if pip.returncode:
-        raise RuntimeError(f"cannot install fedmedlib from {{src}} (is this runtime online?): {{pip.stderr[-400:]}}")
+        raise RuntimeError(f"cannot install fedmedlib from {{src}} (is this runtime online?): "
+                           f"{{pip.stderr[-400:]}}")
 from fedmedlib.book import colab_install, glue
-colab_install()  # on Colab: what Colab lacks, keeping its torch; prints one line saying what it added
+colab_install()  # on Colab: installs what Colab lacks (not torch) and says what, in one line
 """
 
 

@@ -29,7 +29,7 @@ STATIC_EPSILONS = tuple(e for e in grid.SWEEP_EPSILONS if math.isfinite(e))
 LIVE_EPSILONS = tuple(sorted(set(STATIC_EPSILONS) | {0.25, 0.75, 1.5, 3.0, 5.0, 7.0, 10.0, 12.0, 24.0, 32.0}))
 LIVE_DELTAS = (1e-6, 1e-5, privacy.PAPER_DELTA, 1e-3)
 SWEEP_HOSPITALS = 10  # grid.cells runs its ε sweep at 10 hospitals (the paper's headline row)
-FRAME_DPI = 80  # ≈ 50 KB per frame: seven frames keep the page light (TOOLCHAIN: one such widget per page)
+FRAME_DPI = 110  # ≈ 1100 px wide (sharp at the text column's width); seven frames keep the page under 1.5 MB
 CURVE = np.geomspace(0.25, 32, 40)  # the claimed-ε axis of the "ε it costs" panel, same for every frame
 
 
@@ -169,7 +169,7 @@ def static_explorer(epsilons=STATIC_EPSILONS, *, start: float = privacy.PAPER_EP
     if start not in epsilons:
         raise ValueError(f"start={start!r} must be one of the slider's epsilons {epsilons}")
     index = epsilons.index(start)
-    images = [w.Image(value=p, format="png", layout=w.Layout(width="100%", max_width="880px"))
+    images = [w.Image(value=p, format="png", layout=w.Layout(width="100%"))
               for p in frames(epsilons, **settings)]
     # Stack came with ipywidgets 8; Colab may still run 7, where Tab does the same job (with tab titles).
     stack = (w.Stack if hasattr(w, "Stack") else w.Tab)(images, selected_index=index)
