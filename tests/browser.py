@@ -12,6 +12,8 @@ References:
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import json
 import os
 import select
@@ -19,7 +21,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--mute-audio"]
@@ -33,11 +37,30 @@ def find_chromium() -> str | None:
 NAVIGATION_ERRORS = ("Inspected target navigated or closed", "Execution context was destroyed")
 
 
+@contextlib.contextmanager
+def serve_directory(directory):
+    """Serve a folder over HTTP on a free local port (quietly, in a thread); yields its base URL."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class Browser:
     """One headless Chromium with one page (a flattened DevTools session)."""
 
     def __init__(self, executable: str, width: int = 1280, height: int = 900, timeout: float = 60):
         self.timeout, self._next_id, self._buffer, self.events = timeout, 0, b"", []
+        self.width, self.height = width, height
         self._profile = tempfile.mkdtemp(prefix="fedmed-chromium-")
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
@@ -53,7 +76,10 @@ class Browser:
         self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Network"):
             self.send(f"{domain}.enable", session=True)
-        self.send("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
+        self.set_viewport(width, height)
+
+    def set_viewport(self, width: int, height: int) -> None:
+        self.send("Emulation.setDeviceMetricsOverride", session=True, width=int(width), height=int(height),
                   deviceScaleFactor=1, mobile=False)
 
     def _read_message(self, deadline: float) -> dict:
@@ -129,6 +155,25 @@ class Browser:
         with open(path, "wb") as f:
             f.write(data)
         return data
+
+    def full_page_screenshot(self, path, max_height: int = 30000) -> bytes:
+        """The whole page, top to bottom, at the viewport's width.
+
+        Scrolling to an anchor and capturing beyond the viewport gave blank images before: here the viewport
+        itself is made as tall as the content for the capture (so nothing is left to lazy painting or to
+        sticky elements that follow the scroll), then put back. Pages taller than max_height are cut there.
+        """
+        self.evaluate("window.scrollTo(0, 0)")
+        size = self.send("Page.getLayoutMetrics", session=True)
+        content = size.get("cssContentSize") or size["contentSize"]
+        height = min(max_height, max(self.height, int(content["height"] + 0.999)))
+        self.set_viewport(self.width, height)
+        try:
+            # Let the page lay itself out and paint at the new size before the capture.
+            self.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+            return self.screenshot(path, clip=dict(x=0, y=0, width=self.width, height=height), full_page=True)
+        finally:
+            self.set_viewport(self.width, self.height)
 
     def mouse(self, kind: str, x: float, y: float) -> None:
         """kind: mousePressed | mouseMoved | mouseReleased, left button."""
