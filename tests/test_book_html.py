@@ -44,7 +44,8 @@ SHOTS = ROOT / "_build" / "screenshots"
 SLIDER_PAGE = "notebooks/03_differential_privacy.html"
 # The one image the static explorer shows: its Stack hides every frame but the selected one.
 VISIBLE_FRAME = """(() => {
-  const shown = [...document.querySelectorAll('img.widget-image')].filter(i => i.getBoundingClientRect().width > 0);
+  const frames = document.querySelectorAll('.jupyter-widgets img');  // the explorer's frames (HTML figures)
+  const shown = [...frames].filter(i => i.getBoundingClientRect().width > 0);
   if (shown.length !== 1) return null;
   const r = shown[0].getBoundingClientRect();
   return {src: shown[0].src, x: r.x, y: r.y + scrollY, width: r.width, height: r.height, loaded: shown[0].complete};
@@ -328,7 +329,7 @@ def _name_only(alt, src):
 
 def uncaptioned_images(probe):
     """Check 3: content images without a real alt text or without a numbered caption (<figure>/<figcaption>
-    with Sphinx's caption number)."""
+    with Sphinx's caption number; a widget's frames need the caption but cannot carry the number)."""
     found = []
     for i in _content_images(probe):
         why = []
@@ -337,7 +338,9 @@ def uncaptioned_images(probe):
                        else f"alt is only its file name ({i['alt'][:40]})")
         if not i["figure"] or not i["caption"]:
             why.append("no caption (not in a <figure> with a <figcaption>)")
-        elif not i["numbered"]:
+        elif not i["numbered"] and not i["widget"]:
+            # A widget's frames cannot be Sphinx figures (myst-nb numbers image outputs only): for the ε
+            # explorer an alt text and a caption inside the widget are required, a number is not.
             why.append(f"caption not numbered (“{i['caption']}”)")
         if why:
             kind = "widget frame" if i["widget"] else "image"

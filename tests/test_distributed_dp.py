@@ -206,3 +206,66 @@ def test_the_mode_refuses_settings_that_would_weaken_it():
 def test_new_fields_keep_every_earlier_hash():
     # Experiments from before this mode do not carry its fields in their cache key
     assert "ema" not in fl.Experiment().to_dict() and "scale_bits" not in fl.Experiment().to_dict()
+
+
+# ---- The tight Poisson-subsampling bound (Steinke 2022) next to Zhu & Wang's general one ---------------------
+
+def test_the_tight_bound_on_a_gaussian_is_exactly_dp_accountings_sampled_gaussian_rdp():
+    """For the Gaussian the tight bound is Mironov et al.'s exact sampled-Gaussian RDP: dp-accounting, an
+    independent implementation, gives the same numbers."""
+    from dp_accounting.rdp import rdp_privacy_accountant as rdp
+
+    orders = list(range(2, 65))
+    for q, z in [(0.01, 1.0), (0.1, 1.66), (0.1, 12.6), (0.5, 3.0)]:
+        exact = np.array([rdp._compute_rdp_poisson_subsampled_gaussian(q, z, [a])[0] for a in orders])
+        tight = ddp.subsampled_rdp(orders, q, ddp.gaussian_rdp(orders, z), "tight")
+        np.testing.assert_allclose(tight, exact, rtol=1e-9)
+
+
+def test_the_tight_bound_holds_in_both_neighbouring_directions_for_a_skellam_pair():
+    """An exact check of the bound on a one-dimensional Skellam pair at the book's sampling rate: the
+    add direction D_α(P ‖ (1−q)P + qQ) and the remove direction D_α((1−q)P + qQ ‖ P), computed from the
+    probability mass functions, both lie under the bound built from the pair's own RDP in both directions."""
+    from scipy.special import logsumexp
+    from scipy.stats import skellam
+
+    def renyi(log_p, log_q, a):
+        return logsumexp(a * log_p + (1 - a) * log_q) / (a - 1)
+
+    k = np.arange(-6000, 6001)
+    for mu, shift in [(50.0, 3), (50.0, 10), (1000.0, 10)]:
+        log_p = skellam.logpmf(k, mu / 2, mu / 2)
+        log_q = skellam.logpmf(k - shift, mu / 2, mu / 2)
+        keep = np.isfinite(log_p) & np.isfinite(log_q)
+        log_p, log_q = log_p[keep], log_q[keep]
+        orders = list(range(2, 41))
+        base = [max(renyi(log_q, log_p, a), renyi(log_p, log_q, a)) for a in orders]
+        for q in (0.1, 0.3):
+            bound = ddp.subsampled_rdp(orders, q, np.array(base), "tight")
+            log_mix = np.logaddexp(math.log1p(-q) + log_p, math.log(q) + log_q)
+            for a, b in zip(orders, bound):
+                assert renyi(log_p, log_mix, a) <= b * (1 + 1e-9)
+                assert renyi(log_mix, log_p, a) <= b * (1 + 1e-9)
+
+
+def test_the_tight_bound_needs_far_less_noise_at_small_epsilon_and_never_more():
+    tight = {e: plan(dim=301_976, epsilon=e, bound="tight") for e in (0.5, 6.0)}
+    general = {e: plan(dim=301_976, epsilon=e) for e in (0.5, 6.0)}
+    for e in tight:
+        assert tight[e].noise_multiplier < general[e].noise_multiplier
+        assert tight[e].describe()["subsampling_bound"] == "tight"
+        # still above the continuous Gaussian accountant's noise for the same (ε, δ, q, steps)
+        assert tight[e].gaussian_equivalent > privacy.noise_multiplier(e, DELTA, 0.1, 300, "prv")
+    assert general[0.5].noise_multiplier / tight[0.5].noise_multiplier > 5  # the general bound's floor
+
+
+def test_an_unknown_bound_is_refused_and_the_default_keeps_every_hash():
+    with pytest.raises(ValueError, match="unknown subsampling bound 'loose'"):
+        ddp.subsampled_rdp([2, 3], 0.1, np.array([0.1, 0.2]), "loose")
+    with pytest.raises(ValueError, match="bound must be one of"):
+        plan(bound="loose")
+    with pytest.raises(ValueError, match="subsampling_bound must be one of"):
+        tiny(subsampling_bound="loose")
+    with pytest.raises(ValueError, match="applies only to dp='distributed_dpsgd'"):
+        fl.Experiment(subsampling_bound="tight")
+    assert "subsampling_bound" not in tiny().to_dict() and tiny(subsampling_bound="tight").hash() != tiny().hash()

@@ -146,3 +146,17 @@ def test_the_distributed_preset_is_the_searchs_winner_on_validation():
     assert DP_DISTRIBUTED == distributed_search.settings(best)
     # the winner's cell is the grid's headline cell of the column (the same experiment, the same file)
     assert distributed_search.variant_experiment(CPU, best) == grid.experiment(CPU, "as_should", 10, "paper", 0)
+
+
+def test_the_tight_sweep_is_the_split_noise_sweep_with_only_the_bound_changed():
+    from fedmedlib.config import CPU
+
+    for eps in grid.TIGHT_SWEEP_EPSILONS:
+        general = grid.sweep_experiment(CPU, eps, 10, "paper", 0, "as_should")
+        tight = grid.sweep_experiment(CPU, eps, 10, "paper", 0, "as_should", "tight")
+        assert tight.subsampling_bound == "tight" and general.subsampling_bound == "general"
+        assert {k: v for k, v in tight.to_dict().items() if k != "subsampling_bound"} == general.to_dict()
+    parts = [p for p, _ in grid.cells(CPU, parts=("sweep-should-tight",), seeds=(0,))]
+    assert parts == ["sweep-should-tight"] * len(grid.TIGHT_SWEEP_EPSILONS)
+    with pytest.raises(ValueError, match="applies to the 'as_should' column at a finite ε only"):
+        grid.sweep_experiment(CPU, 6.0, 10, "paper", 0, "as_claimed", "tight")

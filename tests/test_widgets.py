@@ -103,6 +103,13 @@ def test_static_explorer_links_slider_and_frames_in_the_browser(tmp_path):
     assert panel.link.source == (slider, "index") and panel.link.target == (stack, "selected_index")
 
 
+def test_static_explorer_frames_are_figures_with_alt_text_and_a_caption(tmp_path):
+    panel = widgets.static_explorer((1.0, 8.0), start=8.0, directory=tmp_path, **SMALL)
+    frame = panel.children[1].children[0].value
+    assert frame.startswith("<figure") and 'src="data:image/png;base64,' in frame
+    assert 'alt="Three panels for ε = 1' in frame and "<figcaption" in frame and "explorer at ε = 1 (" in frame
+
+
 def test_static_explorer_refuses_a_start_off_the_slider():
     with pytest.raises(ValueError, match="must be one of"):
         widgets.static_explorer((1.0, 8.0), start=6.0)

@@ -12,6 +12,8 @@ References:
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 import math
 import numbers
@@ -161,6 +163,18 @@ def frames(epsilons=STATIC_EPSILONS, **settings) -> list[bytes]:
     return [png(figure(e, **settings)[0]) for e in epsilons]
 
 
+def framed(png_bytes: bytes, epsilon: float) -> str:
+    """One frame of the static explorer as an HTML figure: the PNG inline, an alt text, a caption."""
+    data = base64.b64encode(png_bytes).decode("ascii")
+    alt = (f"Three panels for ε = {epsilon:g}: the noise multiplier of each reading, the ε the paper's code "
+           f"really spends against the ε it claims, and test accuracy against ε")
+    caption = (f"The ε explorer at ε = {epsilon:g} (its title gives δ, rounds and hospitals): noise per step, "
+               f"the ε it costs, and what it buys. Move the slider to change ε.")
+    return (f'<figure style="margin:0"><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}" '
+            f'style="width:100%;height:auto"><figcaption style="font-size:0.85em">{html.escape(caption)}'
+            f"</figcaption></figure>")
+
+
 def static_explorer(epsilons=STATIC_EPSILONS, *, start: float = privacy.PAPER_EPSILON, **settings):
     """A slider over `epsilons` linked in the browser to precomputed frames: works with no kernel."""
     import ipywidgets as w
@@ -169,8 +183,9 @@ def static_explorer(epsilons=STATIC_EPSILONS, *, start: float = privacy.PAPER_EP
     if start not in epsilons:
         raise ValueError(f"start={start!r} must be one of the slider's epsilons {epsilons}")
     index = epsilons.index(start)
-    images = [w.Image(value=p, format="png", layout=w.Layout(width="100%"))
-              for p in frames(epsilons, **settings)]
+    # Each frame is an HTML <figure> (ipywidgets' Image has no alt text): an image with an alt text and a caption.
+    images = [w.HTML(value=framed(png, e), layout=w.Layout(width="100%"))
+              for png, e in zip(frames(epsilons, **settings), epsilons)]
     # Stack came with ipywidgets 8; Colab may still run 7, where Tab does the same job (with tab titles).
     stack = (w.Stack if hasattr(w, "Stack") else w.Tab)(images, selected_index=index)
     slider = w.SelectionSlider(options=[(f"{e:g}", i) for i, e in enumerate(epsilons)], index=index,

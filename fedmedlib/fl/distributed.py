@@ -46,7 +46,8 @@ def union_plan(exp, n_records: int, dim: int) -> ddp.SkellamPlan:
     q = 1.0 / math.ceil(n_records / exp.batch_size)
     return ddp.SkellamPlan(n_hospitals=exp.n_clients, min_survivors=exp.secagg_threshold, clip=exp.clip, dim=dim,
                            sample_rate=q, steps=exp.rounds, epsilon=exp.epsilon, delta=exp.delta,
-                           n_records=n_records, colluding=exp.colluding, scale_bits=exp.scale_bits)
+                           n_records=n_records, colluding=exp.colluding, scale_bits=exp.scale_bits,
+                           bound=exp.subsampling_bound)
 
 
 def hospital_clipped_sum(model, tape, x, y, clip: float) -> np.ndarray:

@@ -5,7 +5,7 @@ change `to_dict()` and so the name of every committed result. The groups, as the
     federation — n_clients, scheme, alpha, classes_per_client, rounds, local_epochs, fraction_fit, dropout_*;
     model and training — model, width, batch_size, lr, local_optimizer, precision, train_subset, eval_subset;
     DP — dp, epsilon, delta, clip, noise_multiplier, drop_noise, noise_placement, multiplicity, and for
-         dp='distributed_dpsgd' schedule, ema, eval_every, colluding, scale_bits;
+         dp='distributed_dpsgd' schedule, ema, eval_every, colluding, scale_bits, subsampling_bound;
     SecAgg+ — aggregator, secagg_threshold, secagg_neighbours; and seed.
 
 References:
@@ -20,16 +20,18 @@ import json
 from dataclasses import dataclass, field
 
 from .. import partition as _partition
+from ..privacy import skellam as _skellam
 from ..train import LOCAL_OPTIMIZERS, PRECISIONS
 
 DP_MODES = ("none", "dpsgd", "update_ldp", "client_level", "distributed_dpsgd")
 SCHEDULES = ("constant", "cosine")
+SUBSAMPLING_BOUNDS = tuple(_skellam.BOUNDS)
 AGGREGATORS = ("plain", "secagg")
 # field -> default: omitted from to_dict() (and the hash) at that default
 LATER_FIELDS = {"precision": "fp32", "multiplicity": 1, "local_optimizer": "adam", "schedule": "constant", "ema": 0.0,
-                "eval_every": 1, "colluding": 0, "scale_bits": 16}
+                "eval_every": 1, "colluding": 0, "scale_bits": 16, "subsampling_bound": "general"}
 # dp='distributed_dpsgd' only (fedmedlib.fl.distributed): one DP-SGD step per round, the server's optimizer.
-DISTRIBUTED_ONLY = ("schedule", "ema", "colluding", "scale_bits")
+DISTRIBUTED_ONLY = ("schedule", "ema", "colluding", "scale_bits", "subsampling_bound")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class Experiment:
     eval_every: int = 1  # evaluate the global model every this many rounds (and after the last)
     colluding: int = 0  # hospitals assumed to pool their noise shares with the server
     scale_bits: int = 16  # C / γ = 2^scale_bits integer levels per clip norm (quantization before SecAgg+)
+    # which Poisson-subsampling RDP bound accounts the Skellam noise (fedmedlib.privacy.skellam.BOUNDS)
+    subsampling_bound: str = "general"
 
     def __post_init__(self):
         errors = []
@@ -121,6 +125,9 @@ class Experiment:
                           "local_epochs=1, fraction_fit=1.0, multiplicity=1 and model='dpresnet'")
         if self.schedule not in SCHEDULES or not 0 <= self.ema < 1:
             errors.append(f"schedule must be one of {SCHEDULES} and ema in [0, 1), got {self.schedule!r}, {self.ema}")
+        if self.subsampling_bound not in SUBSAMPLING_BOUNDS:
+            errors.append(f"subsampling_bound must be one of {SUBSAMPLING_BOUNDS} (fedmedlib.privacy.skellam.BOUNDS),"
+                          f" got {self.subsampling_bound!r}")
         return errors
 
     def to_dict(self) -> dict:

@@ -11,8 +11,11 @@ the two roundings with the same uniforms moves each coordinate by less than 1 mo
 (integers).
 Rényi DP of the Skellam mechanism (Agarwal et al. 2021, Thm 3.5 / Cor. 3.6), μ = variance, integer α > 1:
     ε(α) ≤ α Δ2² / (2μ) + min(((2α − 1) Δ2² + 6 Δ1) / (4μ²), 3 Δ1 / (2μ)).
-Poisson subsampling of records at rate q: Zhu & Wang's general upper bound (2019, Thm 5), for any mechanism's
-RDP curve at integer orders; composition adds RDP; (ε, δ) by Balle et al.'s conversion (2020), as in Opacus.
+Poisson subsampling of records at rate q, for any mechanism's RDP curve at integer orders, by one of two bounds
+(`BOUNDS`): Zhu & Wang's general upper bound (2019, Thm 5; the book's first runs) or Steinke's (2022) bound for
+add/remove neighbours, the same binomial expansion without Zhu & Wang's factor 3 (exactly the sampled-Gaussian
+RDP for a Gaussian: the tests check it against dp-accounting). Composition adds RDP; (ε, δ) by Balle et al.'s
+conversion (2020), as in Opacus.
 
 Dropouts and collusion: shares are sized for the worst case the run accepts — `min_survivors` hospitals left, of
 which `colluding` share their noise with the server — so μ_share = μ / (min_survivors − colluding). Fewer
@@ -28,6 +31,9 @@ References:
     Aggregation", ICML 2021, arXiv 2102.06387 (stochastic rounding's sensitivity bound, distributed noise).
     Heikkilä et al., "Differentially Private Cross-Silo Federated Learning", arXiv 2007.05553 (2020).
     Zhu & Wang, "Poisson Subsampled Rényi Differential Privacy", ICML 2019 (Thm 5, general upper bound).
+    Steinke, "Composition of Differential Privacy & Privacy Amplification by Subsampling", arXiv 2210.00597 (2022)
+    (RDP amplification by Poisson subsampling under addition and removal).
+    Mironov, Talwar & Zhang, "Rényi Differential Privacy of the Sampled Gaussian Mechanism", arXiv 1908.10530.
     Balle et al., "Hypothesis Testing Interpretations and Rényi DP", AISTATS 2020 (RDP → (ε, δ)).
 """
 
@@ -54,9 +60,26 @@ def gaussian_rdp(orders, noise_multiplier: float) -> np.ndarray:
     return np.asarray(orders, dtype=np.float64) / (2 * noise_multiplier ** 2)
 
 
-def subsampled_rdp(orders, q: float, base: np.ndarray) -> np.ndarray:
-    """Zhu & Wang (2019) Thm 5: RDP of a mechanism with RDP `base` (at the integer `orders`, which must hold
-    2..max(orders)) run on a Poisson sample at rate q; never worse than `base` itself."""
+BOUNDS = {
+    "general": "Zhu & Wang (2019), Thm 5: the general Poisson-subsampling upper bound (a factor 3 on the terms of "
+               "order >= 3, for both neighbouring directions)",
+    "tight": "Steinke (2022), the Poisson-subsampling RDP bound for add/remove neighbours: the binomial expansion "
+             "of Zhu & Wang's tight bound without the factor 3 (for the Gaussian it is Mironov et al.'s exact "
+             "sampled-Gaussian RDP)",
+}
+
+
+def subsampled_rdp(orders, q: float, base: np.ndarray, bound: str = "general") -> np.ndarray:
+    """RDP of a mechanism with RDP `base` (at the integer `orders`, which must hold 2..max(orders)) run on a
+    Poisson sample at rate q; never worse than `base` itself. `bound`: one of BOUNDS.
+
+    general: Zhu & Wang (2019) Thm 5, whose factor 3 on the terms of order ≥ 3 leaves a floor that no amount of
+    noise removes (at small ε it asks for ten times the noise). tight: (1/(α−1)) log[(1−q)^(α−1)(1 + (α−1)q) +
+    Σ_{k=2..α} C(α,k) q^k (1−q)^(α−k) e^((k−1)ε(k))] (Steinke 2022, Poisson subsampling for RDP under addition
+    and removal), which for the Gaussian is exactly the sampled-Gaussian RDP of Mironov et al. (2019).
+    """
+    if bound not in BOUNDS:
+        raise ValueError(f"unknown subsampling bound {bound!r}: choose one of {sorted(BOUNDS)}")
     orders = [int(a) for a in orders]
     if any(a < 2 for a in orders) or not 0 < q <= 1:
         raise ValueError(f"need integer orders >= 2 and 0 < q <= 1, got orders from {min(orders)} and q={q}")
@@ -78,7 +101,8 @@ def subsampled_rdp(orders, q: float, base: np.ndarray) -> np.ndarray:
         if len(ls):
             log_comb = special.gammaln(a + 1) - special.gammaln(ls + 1) - special.gammaln(a - ls + 1)
             e = np.array([eps[int(v)] for v in ls])
-            terms += list(math.log(3) + log_comb + (a - ls) * log_1q + ls * log_q + (ls - 1) * e)
+            factor = math.log(3) if bound == "general" else 0.0
+            terms += list(factor + log_comb + (a - ls) * log_1q + ls * log_q + (ls - 1) * e)
         out.append(min(special.logsumexp(terms) / (a - 1), eps[a]))
     return np.asarray(out)
 
@@ -113,6 +137,7 @@ class SkellamPlan:
     colluding: int = 0
     scale_bits: int = 16
     modulus_bits: int = 32
+    bound: str = "general"
 
     def __post_init__(self):
         errors = []
@@ -129,6 +154,8 @@ class SkellamPlan:
         if not 1 <= self.scale_bits <= 40 or self.modulus_bits not in (32, 64):
             errors.append(f"scale_bits must lie in [1, 40] and modulus_bits be 32 or 64, got {self.scale_bits}, "
                           f"{self.modulus_bits}")
+        if self.bound not in BOUNDS:
+            errors.append(f"bound must be one of {sorted(BOUNDS)}, got {self.bound!r}")
         if errors:
             raise ValueError("invalid SkellamPlan: " + "; ".join(errors))
         margin = 2 ** (self.modulus_bits - 1) - self.signal_bound
@@ -160,7 +187,7 @@ class SkellamPlan:
     def epsilon_for(self, mu: float, steps: int | None = None) -> float:
         """ε after `steps` rounds (default: all) when the honest survivors' noise has variance `mu` (levels²)."""
         return _skellam_epsilon(self.sample_rate, float(mu), self.l2_sensitivity, self.l1_sensitivity,
-                                self.steps if steps is None else int(steps), self.delta)
+                                self.steps if steps is None else int(steps), self.delta, self.bound)
 
     @functools.cached_property
     def mu(self) -> float:
@@ -204,7 +231,8 @@ class SkellamPlan:
         from . import accounting
 
         z = self.gaussian_equivalent
-        return dict(mechanism="distributed_skellam", accountant="skellam_rdp", epsilon_target=self.epsilon,
+        return dict(mechanism="distributed_skellam", accountant="skellam_rdp", subsampling_bound=self.bound,
+                    subsampling_bound_source=BOUNDS[self.bound], epsilon_target=self.epsilon,
                     delta=self.delta, sample_rate=self.sample_rate, steps=self.steps, clip=self.clip,
                     dim=self.dim, scale_bits=self.scale_bits, modulus_bits=self.modulus_bits,
                     gamma=self.gamma, l2_sensitivity=self.l2_sensitivity, l1_sensitivity=self.l1_sensitivity,
@@ -212,18 +240,19 @@ class SkellamPlan:
                     n_hospitals=self.n_hospitals, min_survivors=self.min_survivors, colluding=self.colluding,
                     share_variance=self.share_variance, dropout_overhead=self.dropout_overhead,
                     epsilon_skellam=self.epsilon_for(self.mu),
-                    # the same Gaussian through the same general subsampling bound: isolates what discreteness costs
+                    # the same Gaussian through the same subsampling bound: isolates what discreteness costs
                     epsilon_gaussian_generic_bound=rdp_to_epsilon(
-                        ORDERS, subsampled_rdp(ORDERS, self.sample_rate, gaussian_rdp(ORDERS, z)) * self.steps,
-                        self.delta),
+                        ORDERS, subsampled_rdp(ORDERS, self.sample_rate, gaussian_rdp(ORDERS, z), self.bound)
+                        * self.steps, self.delta),
                     epsilon_gaussian_rdp=accounting.epsilon(z, self.delta, self.sample_rate, self.steps, "rdp"),
                     epsilon_gaussian_prv=accounting.epsilon(z, self.delta, self.sample_rate, self.steps, "prv"),
                     wrap_probability_bound=self.wrap_bound(), n_records=self.n_records)
 
 
 @functools.lru_cache(maxsize=512)
-def _skellam_epsilon(q: float, mu: float, l2: float, l1: float, steps: int, delta: float) -> float:
-    rdp = subsampled_rdp(ORDERS, q, skellam_rdp(ORDERS, mu, l2, l1)) * steps
+def _skellam_epsilon(q: float, mu: float, l2: float, l1: float, steps: int, delta: float,
+                     bound: str = "general") -> float:
+    rdp = subsampled_rdp(ORDERS, q, skellam_rdp(ORDERS, mu, l2, l1), bound) * steps
     return rdp_to_epsilon(ORDERS, rdp, delta)
 
 
