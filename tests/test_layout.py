@@ -108,6 +108,12 @@ def _key_of(result: dict):
             if results.config_hash(key) == result["config_hash"]:
                 return key
         return None
+    if name == "ceiling":
+        from fedmedlib.ceiling import CeilingRecipe
+        from fedmedlib.experiments import ceiling_search
+
+        return ceiling_search.key(CeilingRecipe(**config["recipe"]), result["seed"],
+                                  config["train_subset"], config["eval_subset"])
     return config  # attack results: the stored config is the key
 
 
