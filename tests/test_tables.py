@@ -87,3 +87,10 @@ def test_visible_code_is_short_and_narrow_and_never_only_glue():
             continue
         assert len(lines) <= 15, f"{path} cell {i}: {len(lines)} lines (at most 15 visible)"
         assert "glue(" not in src, f"{path} cell {i}: glue calls belong in a remove-cell cell after it"
+
+
+def test_numbers_stay_on_one_line_and_text_wraps():
+    html = tables.table([dict(k="a", n=85.77, t="a long explanation")], {"n": "number"}, index="k")._repr_html_()
+    assert '<td class="fm-num">85.8</td>' in html and '<td class="fm-text">a long explanation</td>' in html
+    assert [tables._kind(v) for v in ("85.8 ± 2.0 (3)", "1,161", "-16.1", "∞", "—", "{'lr': 2.0}")] == [
+        "fm-num", "fm-num", "fm-num", "fm-num", "fm-missing", "fm-text"]

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Callable, Mapping
 
 MISSING = "—"
+# Readable headers for the per-round histories the chapters show (a run's "rounds" list).
+ROUND_COLUMNS = {"train_loss": "train loss", "val_accuracy": "val. acc. (%)", "test_accuracy": "test acc. (%)",
+                 "epsilon": "ε so far", "seconds": "seconds", "aggregated": "updates summed"}
 DEFAULT_NOTE = "not measured yet: the run that gives it has not finished (the text says which script runs it)"
 
 
@@ -92,6 +96,16 @@ def text(value) -> str:
     return str(value)
 
 
+NUMBER = re.compile(r"^(?:[−+-]?[\d,]+(?:\.\d+)?(?: ± [\d.]+)?(?: \(\d+\))?|∞|yes|no)$")
+
+
+def _kind(cell: str) -> str:
+    """CSS class of a cell: numbers stay on one line, right-aligned; text wraps, left-aligned."""
+    if cell == MISSING:
+        return "fm-missing"
+    return "fm-num" if NUMBER.match(cell) else "fm-text"
+
+
 Formatter = Callable[[object], str]
 FORMATS: dict[str, Formatter] = {"percent": percent, "mean_std": mean_std, "epsilon": epsilon, "number": number,
                                  "text": text, "integer": lambda v: number(v if is_missing(v) else int(v)),
@@ -126,8 +140,7 @@ class Table:
         body = []
         for index, values in self.rows:
             cells = "".join(f'<th scope="row">{esc(v)}</th>' for v in index)
-            cells += "".join(f'<td class="{"fm-missing" if v == MISSING else "fm-value"}">{esc(v)}</td>'
-                             for v in values)
+            cells += "".join(f'<td class="{_kind(v)}">{esc(v)}</td>' for v in values)
             body.append(f"<tr>{cells}</tr>")
         caption = f"<caption>{esc(self.caption)}</caption>" if self.caption else ""
         notes = "".join(f'<p class="fm-note">{esc(n)}</p>' for n in self.notes)
@@ -135,7 +148,8 @@ class Table:
         style = ("<style>table.fm-table{border-collapse:collapse;width:auto;max-width:100%;table-layout:auto;"
                  "font-size:0.86em;margin:0.4em 0}table.fm-table th,table.fm-table td{white-space:normal;"
                  "overflow-wrap:anywhere;padding:0.25em 0.6em;border-bottom:1px solid #ddd;vertical-align:top}"
-                 "table.fm-table td.fm-value{text-align:right;font-variant-numeric:tabular-nums}"
+                 "table.fm-table td.fm-num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}"
+                 "table.fm-table td.fm-text{text-align:left}"
                  "table.fm-table td.fm-missing{text-align:center;color:#777}"
                  "table.fm-table caption{caption-side:top;text-align:left;font-weight:600;padding-bottom:0.3em}"
                  "p.fm-note{font-size:0.8em;color:#555;margin:0.2em 0}</style>")
