@@ -168,8 +168,9 @@ def privacy_budget(row: dict, curve: tuple, accuracies: dict, no_dp: dict | None
     noise, spent, acc = axes
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     values = [row["as_coded_noise_multiplier"], row["dpsgd_noise_multiplier"], row["client_level_noise_multiplier"]]
-    noise.bar(["as coded\n(update LDP)", "as claimed\n(DP-SGD)", "DP-FedAvg\n(client level)"], values,
+    noise.bar(["as coded\n(update LDP)", "as claimed\n(DP-SGD)", "client level\n(DP-FedAvg)"], values,
               color=colours[:3])
+    noise.tick_params(axis="x", labelsize=8)  # three two-line labels side by side in a third of the figure
     for x, v in enumerate(values):
         noise.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=9)
     # Fixed limits, so that frames for different ε compare by eye.
