@@ -14,7 +14,7 @@ per page, the page's name as the test id; each failure lists the offending eleme
    the shown frame of a widget included; an image that is a link to another site (the "Open in Colab"
    badge) is a link, not content;
 4. nothing names a file outside the book: no text (on show or in a toggle) or link mentions PAPER.md,
-   TOOLCHAIN.md, STYLE.md, ../shared or /work/, and no link points to a local path that is not in
+   TOOLCHAIN.md, STYLE.md, ../shared or the folder holding this checkout, and no link points to a local path that is not in
    _build/html (file: URLs, other local servers, relative paths that climb out of it or name no file);
 5. no content image (a static widget frame included) is shown narrower than half the text column.
 
@@ -193,7 +193,11 @@ def _toc_pages():
 PAGES = _toc_pages()
 PAGE_IDS = [name for name, _ in PAGES]
 TOLERANCE = 1.0  # px: sub-pixel rounding of the layout, not an overflow
-FORBIDDEN = re.compile(r"PAPER\.md|TOOLCHAIN\.md|STYLE\.md|\.\./shared|/work/")
+# Files readers do not have, and this machine's own folders: the folder that holds the checkout (where the
+# shared data and notes live) is named from the checkout itself, so no machine path is written down here.
+MACHINE_PATH = ROOT.parent.as_posix().rstrip("/") + "/"
+MACHINE_FOLDER = re.escape(MACHINE_PATH)
+FORBIDDEN = re.compile(rf"PAPER\.md|TOOLCHAIN\.md|STYLE\.md|\.\./shared|{MACHINE_FOLDER}")
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "0.0.0.0", "::1", "[::1]"}
 # The page has settled when its widgets are drawn, its images decoded, its fonts and maths typeset.
 SETTLED = """(async () => {
@@ -359,7 +363,8 @@ def narrow_figures(probe):
 
 
 def outside_references(probe, root: Path):
-    """Check 4: text or links naming PAPER.md, TOOLCHAIN.md, STYLE.md, ../shared or /work/; links to local paths
+    """Check 4: text or links naming PAPER.md, TOOLCHAIN.md, STYLE.md, ../shared or the checkout's parent folder;
+    links to local paths
     that are not part of the built book at root (file: URLs, other local servers, paths out of root or absent)."""
     found = [f"text at {_place(m['where'])} names {m['match']}: “…{m['text']}…”" for m in probe["mentions"]]
     here = urlsplit(probe["url"])
@@ -453,7 +458,7 @@ glue("computed", x)</pre></div></div>
 <figure id="unnumbered"><img src="plot.svg" alt="A chart" style="width: 600px">
   <figcaption>No number</figcaption></figure>
 <p>The exact figures are in PAPER.md, and the data sits in ../shared/data.</p>
-<div class="cell"><div class="cell_input"><pre><span class="n">open</span>(<span class="s">"/wo</span><span>rk/x"</span>)</pre>
+<div class="cell"><div class="cell_input"><pre><span class="n">open</span>(<span class="s">"@@FOLDER_HEAD@@</span><span>@@FOLDER_TAIL@@x"</span>)</pre>
 </div></div>
 <p><a href="other.html#top">fine</a> <a href="../../etc/passwd">climbs out</a>
   <a href="file:///tmp/x.txt">a file URL</a>
@@ -464,7 +469,9 @@ SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="{0}" height="100"><rect wi
 
 
 def test_the_page_checks_fire_on_a_synthetic_page(chromium, tmp_path):
-    (tmp_path / "page.html").write_text(SYNTHETIC, encoding="utf-8")
+    half = len(MACHINE_PATH) // 2  # the machine path split over two elements, as syntax highlighting does
+    page = SYNTHETIC.replace("@@FOLDER_HEAD@@", MACHINE_PATH[:half]).replace("@@FOLDER_TAIL@@", MACHINE_PATH[half:])
+    (tmp_path / "page.html").write_text(page, encoding="utf-8")
     (tmp_path / "other.html").write_text('<p id="top">other</p>')
     for name, width in (("plot.svg", 600), ("small.svg", 200), ("badge.svg", 100)):
         (tmp_path / name).write_text(SVG.format(width))
@@ -490,7 +497,7 @@ def test_the_page_checks_fire_on_a_synthetic_page(chromium, tmp_path):
         assert len(narrow) == 1 and "small.svg" in narrow[0] and "200 px wide" in narrow[0], narrow
 
         outside = outside_references(probe, tmp_path.resolve())
-        expected = ["names PAPER.md", "names ../shared", "code cell 11, § “Synthetic” (#synthetic), pre names /work/",
+        expected = ["names PAPER.md", "names ../shared", f"code cell 11, § “Synthetic” (#synthetic), pre names {MACHINE_PATH}",
                     "etc/passwd (“climbs out”): climbs out of the built book",
                     "x.txt (“a file URL”): a file: URL",
                     "missing.html (“absent”): no such file in the built book",
