@@ -8,6 +8,7 @@ Stages (fedmedlib.experiments.ceiling_search; each chooses on validation accurac
 
     python scripts/run_ceilings.py --list                      # every run, done or todo, with its estimated cost
     python scripts/run_ceilings.py --stage search [--device cuda]
+    python scripts/run_ceilings.py --stage widths --models dpresnet --widths 16   # one worker's share
     python scripts/run_ceilings.py --stage all --quick --results-dir /tmp/ceil --limit 2   # pipeline check only
 
 Runs already in results/ are skipped; an interrupted run resumes from its checkpoint after the last finished epoch.
@@ -33,9 +34,11 @@ def quick(recipe):
     return recipe.replace(epochs=1, width=max(8, recipe.width // 2))
 
 
-def todo(stage: str, directory, is_quick: bool):
+def todo(stage: str, directory, is_quick: bool, models=None, widths=None):
     subsets = QUICK_SUBSETS if is_quick else {}
     for recipe, seed in ceiling_search.plan(stage, directory, **subsets):
+        if (models and recipe.model not in models) or (widths and recipe.width not in widths):
+            continue  # filtered on the full-scale recipe, before --quick halves its width
         yield (quick(recipe) if is_quick else recipe), seed, subsets
 
 
@@ -45,6 +48,9 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--results-dir", default=None, help="default: FEDMED_RESULTS, else results/")
     parser.add_argument("--checkpoint-dir", default=None, help="default: <results dir>/_checkpoints")
+    parser.add_argument("--models", nargs="+", default=None, choices=["resnet9", "dpresnet"],
+                        help="only runs of these models (e.g. to give two workers different runs)")
+    parser.add_argument("--widths", type=int, nargs="+", default=None, help="only runs at these widths")
     parser.add_argument("--limit", type=int, default=None, help="run at most this many runs, then stop")
     parser.add_argument("--quick", action="store_true", help="pipeline check at tiny scale (see above)")
     parser.add_argument("--list", action="store_true", help="only list the runs, whether each is done, and cost")
@@ -55,7 +61,7 @@ def main(argv=None) -> None:
     checkpoints = args.checkpoint_dir or directory / "_checkpoints"
     ran, hours_left = 0, 0.0
     for stage in STAGES if args.stage == "all" else (args.stage,):
-        for recipe, seed, subsets in todo(stage, directory, args.quick):
+        for recipe, seed, subsets in todo(stage, directory, args.quick, args.models, args.widths):
             config = ceiling_search.key(recipe, seed, **subsets)
             path = result_path("ceiling", config, directory)
             name = (f"{stage:6s} {recipe.name:15s} {recipe.model:8s} w{recipe.width:<2d} {recipe.epochs:2d} epochs "
