@@ -99,6 +99,22 @@ def test_quick_mode_writes_results_with_provenance_and_lists_them_done(tmp_path,
     assert capsys.readouterr().out.splitlines()[0].startswith("done")
 
 
+def test_list_filters_runs_by_model_and_full_scale_width(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("run_ceilings", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--stage", "widths", "--results-dir", str(tmp_path), "--list", "--models", "dpresnet",
+                 "--widths", "16", "32"])
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("todo  ", "done  "))]
+    assert len(listed) == 2 and all(" dpresnet " in line for line in listed)
+    assert [line.split()[4] for line in listed] == ["w16", "w32"]
+    # --quick halves the width, but the filter names the full-scale run: width 16 still selects the w16 run
+    script.main(["--stage", "widths", "--results-dir", str(tmp_path), "--list", "--quick", "--models", "dpresnet",
+                 "--widths", "16"])
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("todo  ", "done  "))]
+    assert len(listed) == 1 and listed[0].split()[4] == "w8"
+
+
 def test_quick_mode_refuses_to_write_into_the_repository(monkeypatch):
     monkeypatch.delenv("FEDMED_RESULTS", raising=False)
     spec = importlib.util.spec_from_file_location("run_ceilings", SCRIPT)

@@ -160,3 +160,21 @@ def test_the_tight_sweep_is_the_split_noise_sweep_with_only_the_bound_changed():
     assert parts == ["sweep-should-tight"] * len(grid.TIGHT_SWEEP_EPSILONS)
     with pytest.raises(ValueError, match="applies to the 'as_should' column at a finite ε only"):
         grid.sweep_experiment(CPU, 6.0, 10, "paper", 0, "as_claimed", "tight")
+
+
+def test_run_grid_lists_only_the_models_asked_for(monkeypatch, capsys):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "run_grid", Path(__file__).resolve().parents[1] / "scripts" / "run_grid.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", ["run_grid.py", "--parts", "paper-rounds", "rq3", "--list"])
+    script.main()
+    both = capsys.readouterr().out.splitlines()
+    monkeypatch.setattr(sys, "argv", ["run_grid.py", "--parts", "paper-rounds", "rq3", "--models", "resnet9", "--list"])
+    script.main()
+    only = capsys.readouterr().out.splitlines()
+    assert only == [line for line in both if " resnet9 " in line] and len(only) == 3 < len(both)
