@@ -126,3 +126,28 @@ def test_live_panel_recomputes_the_numbers_when_epsilon_moves(tmp_path):
 def test_live_panel_refuses_an_epsilon_off_its_slider():
     with pytest.raises(ValueError, match="the panel's ε"):
         widgets.explorer(epsilon=6.5)
+
+
+def _fake_split_noise_result(tmp_path, epsilon, bound, accuracy):
+    config = dict(grid.sweep_experiment(CPU, epsilon, 10, "paper", 0, "as_should", bound).to_dict(), profile="cpu")
+    results.save({"config": config, "seed": 0, "provenance": {"git_commit": "x"}, "wall_time_s": 1.0,
+                  "test_accuracy_at_best_val": accuracy, "rounds": [dict(round=1, test_accuracy=accuracy,
+                                                                         epsilon=epsilon)]},
+                 "federated", config, tmp_path)
+
+
+def test_the_split_noise_series_reads_the_tight_bound_runs(tmp_path):
+    _fake_split_noise_result(tmp_path, 2.0, "general", 0.235)
+    _fake_split_noise_result(tmp_path, 2.0, "tight", 0.766)
+    _, row = widgets.figure(2.0, directory=tmp_path)
+    assert row["accuracy_split_noise"]["mean"] == pytest.approx(76.6)
+    assert [widgets.split_noise_bound(e) for e in widgets.STATIC_EPSILONS] == ["tight"] * 6 + ["general"]
+
+
+def test_at_epsilon_16_both_subsampling_bounds_calibrate_the_same_noise():
+    # Why the explorer may show the general-bound run at ε = 16: it is the same mechanism as a tight-bound one.
+    from fedmedlib.fl.distributed import union_plan
+
+    z = {b: union_plan(grid.sweep_experiment(CPU, 16.0, 10, "paper", 0, "as_should", b), 9562, 301976)
+         .noise_multiplier for b in ("general", "tight")}
+    assert z["tight"] == pytest.approx(z["general"], rel=1e-5) and z["general"] == pytest.approx(0.9314, abs=1e-4)

@@ -185,11 +185,11 @@ def privacy_budget(row: dict, curve: tuple, accuracies: dict, no_dp: dict | None
     if shown:
         acc.errorbar([e for e, _ in shown], [a["mean"] for _, a in shown],
                      yerr=[a["std"] or 0 for _, a in shown], fmt="o-", color=colours[1], capsize=3,
-                     label="DP-SGD + SecAgg+, local noise")
+                     label="as claimed\n(local noise)")
     split = sorted((e, a) for e, a in (split_noise or {}).items() if a is not None)
     if split:
         acc.errorbar([e for e, _ in split], [a["mean"] for _, a in split], yerr=[a["std"] or 0 for _, a in split],
-                     fmt="s-", color=colours[2], capsize=3, label="noise split under SecAgg+")
+                     fmt="s-", color=colours[2], capsize=3, label="split noise\n(tight bound)")
         shown = shown or split  # the legend below is drawn when either series is there
     if no_dp is not None:
         acc.axhline(no_dp["mean"], color="grey", ls="--", lw=1, label="no DP")
@@ -200,7 +200,8 @@ def privacy_budget(row: dict, curve: tuple, accuracies: dict, no_dp: dict | None
     acc.set(xscale="log", xlim=(min(claimed), max(claimed)), ylim=(0, 100), xlabel="ε",
             ylabel="test accuracy (%)", title="what it buys")
     if shown or no_dp is not None:
-        acc.legend(fontsize=8, loc="lower right")
+        # two-line labels keep the legend narrow: at its lower right it leaves the small-ε points in view
+        acc.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"ε = {row['epsilon']:g}, δ = {row['delta']:g}, {row['rounds']} rounds, "
                  f"{row['hospitals']} hospitals", fontsize=11)
     fig.tight_layout()
