@@ -64,3 +64,11 @@ def test_estimate_refuses_accuracies_outside_0_to_100():
 
 def test_estimates_are_none_for_every_cell_until_their_inputs_exist(tmp_path):
     assert [e["estimate"] for e in paper_rounds.estimates(CPU, directory=tmp_path)] == [None, None, None]
+
+
+def test_only_dpresnet_cells_carry_the_papers_number():
+    # The paper's Table 1 is DPResNet's: a ResNet-9 cell beside 98.76 % would compare it with another model.
+    assert paper_rounds.paper_number("dp-sa-", "dpresnet") == 98.76
+    assert paper_rounds.paper_number("as_published", "dpresnet") == 97.78
+    assert paper_rounds.paper_number("dp-sa-", "resnet9") is None
+    assert [r["paper"] for r in paper_rounds.rows(CPU) if r["model"] == "resnet9"] == [None, None]
