@@ -25,6 +25,7 @@ import time
 
 from fedmedlib.experiments import ceiling_search
 from fedmedlib.experiments.results import claim, result_path, results_dir
+from fedmedlib.models import MODELS
 
 STAGES = ("search", "widths", "seeds")
 QUICK_SUBSETS = dict(train_subset=300, eval_subset=200)
@@ -48,7 +49,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--results-dir", default=None, help="default: FEDMED_RESULTS, else results/")
     parser.add_argument("--checkpoint-dir", default=None, help="default: <results dir>/_checkpoints")
-    parser.add_argument("--models", nargs="+", default=None, choices=["resnet9", "dpresnet"],
+    parser.add_argument("--models", nargs="+", default=None, choices=list(MODELS),
                         help="only runs of these models (e.g. to give two workers different runs)")
     parser.add_argument("--widths", type=int, nargs="+", default=None, help="only runs at these widths")
     parser.add_argument("--limit", type=int, default=None, help="run at most this many runs, then stop")

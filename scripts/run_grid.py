@@ -15,6 +15,7 @@ import time
 
 from fedmedlib.experiments import grid
 from fedmedlib.config import get_profile
+from fedmedlib.models import MODELS
 from fedmedlib.experiments.runs import federated
 from fedmedlib.experiments.results import claim, result_path
 
@@ -31,15 +32,14 @@ def main() -> None:
     parser.add_argument("--schemes", nargs="+", default=list(grid.SPLITS), choices=list(grid.SPLITS))
     parser.add_argument("--columns", nargs="+", default=None, choices=list(grid.COLUMN))
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--models", nargs="+", default=None, choices=["dpresnet", "resnet9"],
+    parser.add_argument("--models", nargs="+", default=None, choices=list(MODELS),
                         help="only cells of these models (e.g. a second worker on the cheaper ResNet-9 cells)")
     parser.add_argument("--checkpoint-dir", default="results/_checkpoints")
     parser.add_argument("--list", action="store_true", help="only list the cells and whether each is done")
     args = parser.parse_args()
     profile = get_profile(args.profile)
     todo = list(grid.cells(profile, parts=args.parts, hospitals=args.hospitals, schemes=args.schemes,
-                           seeds=args.seeds, columns=args.columns))
-    todo = [(part, exp) for part, exp in todo if args.models is None or exp.model in args.models]
+                           seeds=args.seeds, columns=args.columns, models=args.models))
     for part, exp in todo:
         path = result_path("federated", dict(exp.to_dict(), profile=profile.name))
         name = (f"{part:5s} {exp.n_clients:2d} hospitals {exp.rounds}x{exp.local_epochs} {exp.scheme:9s} {exp.model:8s} dp {exp.dp:12s}"

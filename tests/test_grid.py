@@ -178,3 +178,11 @@ def test_run_grid_lists_only_the_models_asked_for(monkeypatch, capsys):
     script.main()
     only = capsys.readouterr().out.splitlines()
     assert only == [line for line in both if " resnet9 " in line] and len(only) == 3 < len(both)
+
+
+def test_cells_keep_only_the_models_asked_for_and_refuse_unknown_ones():
+    every = list(grid.cells(CPU, parts=("paper-rounds", "rq3"), seeds=(0,)))
+    only = list(grid.cells(CPU, parts=("paper-rounds", "rq3"), seeds=(0,), models=("resnet9",)))
+    assert only == [(p, e) for p, e in every if e.model == "resnet9"] and len(only) == 3
+    with pytest.raises(ValueError, match="unknown models \\['resnet18'\\]"):
+        list(grid.cells(CPU, models=("resnet18",)))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..fl import Experiment
+from ..models import MODELS
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def seeds_for(profile, part: str, n_clients: int, scheme: str) -> tuple[int, ...
     return tuple(profile.grid_seeds_elsewhere if profile.grid_seeds_elsewhere is not None else profile.seeds)
 
 
-def cells(profile, *, parts=("table",), hospitals=None, schemes=SPLITS, seeds=None, columns=None):
+def cells(profile, *, parts=("table",), hospitals=None, schemes=SPLITS, seeds=None, columns=None, models=None):
     """Yield (part, Experiment) for the requested parts of the grid, most informative first.
 
     parts: 'table' (hospitals × columns × splits), 'sweep' (ε sweep at 10 hospitals), 'sweep-should' (the same
@@ -147,10 +148,13 @@ def cells(profile, *, parts=("table",), hospitals=None, schemes=SPLITS, seeds=No
     DPResNet without DP, 10 hospitals), 'paper-rounds' (the paper's 50 rounds × 3 local epochs at the profile's
     width: fedmedlib.experiments.paper_rounds). Seeds are the outer loop, so seed 0 of everything comes first;
     `seeds=None` follows the profile's policy (`seeds_for`), explicit seeds run every listed cell with them.
+    `models` (default: all) keeps only the cells of those models, in every part (e.g. one worker per model).
     """
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown grid parts {sorted(unknown)}: choose from {', '.join(PARTS)}")
+    if models is not None and (bad := set(models) - set(MODELS)):
+        raise ValueError(f"unknown models {sorted(bad)}: choose from {', '.join(MODELS)}")
     hospitals = tuple(hospitals or _hospital_order(profile.hospitals))
     columns = tuple(columns or COLUMN)
 
@@ -179,6 +183,8 @@ def cells(profile, *, parts=("table",), hospitals=None, schemes=SPLITS, seeds=No
 
                 todo += [("paper-rounds", exp) for exp in paper_rounds_cells(profile, seeds=(seed,))]
             for part, exp in todo:
+                if models is not None and exp.model not in models:
+                    continue
                 if exp.hash() not in seen:  # the sweep shares its ε = 6 and ∞ points with the table
                     seen.add(exp.hash())
                     yield part, exp
