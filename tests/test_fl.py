@@ -82,6 +82,28 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(real_data_root, t
     assert [h["test_loss"] for h in resumed["rounds"]] == [h["test_loss"] for h in full["rounds"]]
 
 
+def test_a_resumed_run_reports_the_wall_time_of_all_its_chunks(real_data_root, tmp_path, interrupted_run):
+    exp, ckpt = tiny(rounds=3), tmp_path / "ck.pt"
+    assert fl.run_federated(exp, root=real_data_root, progress=False)["resumed_from_round"] == 0
+    interrupted_run(exp, real_data_root, ckpt)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["round"] == 1 and state["elapsed_s"] >= state["history"][0]["seconds"]
+    torch.save(dict(state, elapsed_s=1000.0), ckpt)  # as if round 1 had taken a session
+    resumed = fl.run_federated(exp, root=real_data_root, checkpoint=ckpt, progress=False)
+    assert resumed["resumed_from_round"] == 1 and resumed["wall_time_s"] > 1000.0
+
+
+def test_a_checkpoint_without_its_elapsed_time_counts_its_rounds_times(real_data_root, tmp_path, interrupted_run):
+    exp, ckpt = tiny(rounds=3), tmp_path / "ck.pt"
+    interrupted_run(exp, real_data_root, ckpt)
+    state = torch.load(ckpt, weights_only=False)
+    state.pop("elapsed_s")  # written before checkpoints carried it
+    state["history"][0]["seconds"] = 1000.0
+    torch.save(state, ckpt)
+    resumed = fl.run_federated(exp, root=real_data_root, checkpoint=ckpt, progress=False)
+    assert resumed["wall_time_s"] > 1000.0
+
+
 def test_checkpoint_of_another_experiment_is_refused(real_data_root, tmp_path):
     fl.run_federated(tiny(rounds=1), root=real_data_root, checkpoint=tmp_path / "ck.pt", progress=False)
     with pytest.raises(ValueError, match="belongs to another experiment"):

@@ -122,17 +122,23 @@ class Federation:
         dropped = [c for c in chosen if c in scheduled or rng.random() < self.exp.dropout_prob]
         return chosen, dropped
 
-    def summary(self, history: list[dict], best: dict, started: float, **extra) -> dict:
-        """The JSON result of a run: every round, the test accuracy at the best-validation round, provenance."""
+    def summary(self, history: list[dict], best: dict, started: float, *, earlier_s: float = 0.0,
+                resumed_from_round: int = 0, **extra) -> dict:
+        """The JSON result of a run: every round, the test accuracy at the best-validation round, provenance.
+
+        `earlier_s`: the wall time of the chunks before a resume at `resumed_from_round`, so that wall_time_s is
+        the whole run's.
+        """
         exp = self.exp
         return dict(
-            kind="federated", **extra, config=exp.to_dict(), experiment_hash=exp.hash(), seed=exp.seed,
+            kind="federated", **extra, resumed_from_round=resumed_from_round, config=exp.to_dict(),
+            experiment_hash=exp.hash(), seed=exp.seed,
             n_parameters=count_parameters(self.model),
             hospital_sizes=[len(h.train_idx) + len(h.val_idx) for h in self.hospitals],
             rounds=history, best_round=best["round"], val_accuracy_best=best["val_accuracy"],
             test_accuracy_at_best_val=best["test_accuracy"], test_accuracy_last=history[-1]["test_accuracy"],
             seconds_per_round=float(np.mean([h["seconds"] for h in history])),
-            wall_time_s=time.perf_counter() - started, device=str(self.device),
+            wall_time_s=earlier_s + time.perf_counter() - started, device=str(self.device),
         )
 
     def evaluate_global(self, flat: torch.Tensor) -> dict:
@@ -199,6 +205,7 @@ def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str 
         raise ValueError("aggregator='secagg' needs a SecAgg aggregator object (fedmedlib.secagg)")
     global_flat = get_flat(fed.model).clone()
     state = dict(round=0, history=[], best=None, best_flat=None)
+    earlier_s = 0.0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and ckpt.is_file():
         state = torch.load(ckpt, map_location=fed.device, weights_only=False)
@@ -206,10 +213,13 @@ def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str 
             raise ValueError(f"checkpoint {ckpt} belongs to another experiment (hash {state['experiment_hash']}, "
                              f"this one {exp.hash()}): delete it or pass another checkpoint path")
         global_flat = state["global_flat"].to(fed.device)
+        # A checkpoint older than this field knows only its rounds' own times (set-up not counted).
+        earlier_s = state.get("elapsed_s", sum(h["seconds"] for h in state["history"]))
         if private is not None and hasattr(private, "load_state_dict"):
             private.load_state_dict(state["private"])
     from tqdm.auto import tqdm
 
+    resumed_from_round = state["round"]
     rounds = range(state["round"] + 1, exp.rounds + 1)
     for rnd in tqdm(rounds, desc=f"FedAvg {exp.n_clients} hospitals", disable=not _progress_enabled(progress)):
         global_flat, record = play_round(fed, global_flat, rnd, private=private, aggregate=aggregate)
@@ -220,12 +230,13 @@ def run_federated(exp: Experiment, *, device="auto", root=None, checkpoint: str 
         state["round"] = rnd
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            payload = dict(state, experiment_hash=exp.hash(), global_flat=global_flat.detach().cpu())
+            payload = dict(state, experiment_hash=exp.hash(), global_flat=global_flat.detach().cpu(),
+                           elapsed_s=earlier_s + time.perf_counter() - started)
             if private is not None and hasattr(private, "state_dict"):
                 payload["private"] = private.state_dict()
             torch.save(payload, ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
 
     audit = private.audit() if private is not None and hasattr(private, "audit") else {}
-    return fed.summary(state["history"], state["best"], started, engine=fed.engine, **(dict(privacy=audit)
-                                                                                         if audit else {}))
+    return fed.summary(state["history"], state["best"], started, earlier_s=earlier_s, engine=fed.engine,
+                       resumed_from_round=resumed_from_round, **(dict(privacy=audit) if audit else {}))
