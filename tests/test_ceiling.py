@@ -158,3 +158,40 @@ def test_width_cost_is_the_test_gain_and_time_ratio_over_width_16(tmp_path):
     cost = ceiling_search.width_cost(rows, "resnet9", 64)
     assert cost["points"] == pytest.approx(2.0) and cost["time_ratio"] == pytest.approx(10.0)
     assert ceiling_search.chosen_width(tmp_path) == 64  # the better validation accuracy
+
+
+def _save_ceiling(directory, model, width, seed, val, test, seconds=600.0):
+    recipe = ceiling_search.START.replace(model=model, width=width)
+    results.save(dict(config={}, seed=seed, provenance={}, wall_time_s=seconds, val_accuracy_best=val,
+                      test_accuracy_at_best_val=test, train_images_per_second=1.0),
+                 "ceiling", ceiling_search.key(recipe, seed), directory)
+
+
+def test_width_cost_and_model_gap_pair_the_seeds_both_rows_have(tmp_path):
+    for seed, (val, test) in enumerate(((0.980, 0.970), (0.985, 0.980), (0.990, 0.990))):
+        _save_ceiling(tmp_path, "resnet9", 16, seed, val, test)
+    _save_ceiling(tmp_path, "resnet9", 32, 0, 0.984, 0.975, seconds=3000.0)
+    _save_ceiling(tmp_path, "dpresnet", 16, 0, 0.979, 0.960, seconds=4200.0)
+    rows = ceiling_search.table(tmp_path)
+    cost = ceiling_search.width_cost(rows, "resnet9", 32)  # against seed 0's 97.0 %, not the mean 98.0 %
+    assert cost["points"] == pytest.approx(0.5) and cost["time_ratio"] == pytest.approx(5.0) and cost["seeds"] == [0]
+    assert ceiling_search.chosen_width(tmp_path) == 32
+    gap = ceiling_search.model_gap(rows, 32)  # DPResNet has not run at 32: the widest width with both is 16
+    assert gap["width"] == 16 and gap["points"] == pytest.approx(-1.0) and gap["time_ratio"] == pytest.approx(7.0)
+    choice = ceiling_search.width_choice(rows)
+    assert (choice["width"], choice["base_seeds"]) == (32, 3)
+    assert (choice["val"], choice["base_low"], choice["base_high"]) == pytest.approx((98.4, 98.0, 99.0))
+
+
+def test_goal_verdict_waits_for_three_seeds_at_the_chosen_width_and_says_what_another_width_shows(tmp_path):
+    for seed in (0, 1, 2):
+        _save_ceiling(tmp_path, "resnet9", 16, seed, 0.98, 0.97)
+    _save_ceiling(tmp_path, "resnet9", 32, 0, 0.99, 0.95)
+    rows = ceiling_search.table(tmp_path)
+    assert ceiling_search.goal_verdict(rows, 32) == ("not yet known at width 32 (1 of 3 seeds has run); "
+                                                     "at width 16, reached (97.0 % over 3 seeds)")
+    assert ceiling_search.goal_verdict(rows, 16) == "reached (97.0 %)"
+    _save_ceiling(tmp_path, "resnet9", 32, 1, 0.99, 0.95)
+    _save_ceiling(tmp_path, "resnet9", 32, 2, 0.99, 0.95)
+    assert ceiling_search.goal_verdict(ceiling_search.table(tmp_path), 32) == "not reached (95.0 %)"
+    assert ceiling_search.model_gap(rows, 32) is None  # DPResNet has run nowhere

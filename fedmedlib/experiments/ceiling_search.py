@@ -151,6 +151,9 @@ def table(directory=None) -> list[dict]:
             rows.append(dict(model=model, width=w, recipe=best.name, seeds=sorted(found),
                              missing_seeds=[s for s in SEEDS if s not in found],
                              n=len(found), mean=float(test.mean()) if found else None,
+                             test_by_seed={s: 100 * r["test_accuracy_at_best_val"] for s, r in found.items()},
+                             val_by_seed={s: 100 * r["val_accuracy_best"] for s, r in found.items()},
+                             minutes_by_seed={s: r["wall_time_s"] / 60 for s, r in found.items()},
                              std=float(test.std(ddof=1)) if len(found) > 1 else None,
                              val_mean=100 * mean("val_accuracy_best") if found else None,
                              minutes=mean("wall_time_s") / 60 if found else None,
@@ -159,10 +162,54 @@ def table(directory=None) -> list[dict]:
     return rows
 
 
-def width_cost(rows: list[dict], model: str, width: int, base: int = 16) -> dict | None:
-    """What `width` buys over `base` for `model` (test points, time ratio); None until both rows have a seed."""
-    by = {r["width"]: r for r in rows if r["model"] == model}
-    a, b = by.get(base), by.get(width)
-    if a is None or b is None or not a["n"] or not b["n"]:
+def _paired(a: dict | None, b: dict | None) -> dict | None:
+    """b against a on the seeds both rows have (like for like: seed-to-seed spread is as large as the effects
+    measured here): test points, run-time ratio, and those seeds; None while they share no seed."""
+    common = sorted(set(a["seeds"]) & set(b["seeds"])) if a and b else []
+    if not common:
         return None
-    return dict(points=b["mean"] - a["mean"], time_ratio=b["minutes"] / a["minutes"])
+    mean = lambda row, key: float(np.mean([row[key][s] for s in common]))  # noqa: E731
+    return dict(points=mean(b, "test_by_seed") - mean(a, "test_by_seed"),
+                time_ratio=mean(b, "minutes_by_seed") / mean(a, "minutes_by_seed"), seeds=common)
+
+
+def width_cost(rows: list[dict], model: str, width: int, base: int = 16) -> dict | None:
+    """What `width` buys over `base` for `model`, on the seeds both have run (`_paired`); None until they share one."""
+    by = {r["width"]: r for r in rows if r["model"] == model}
+    return _paired(by.get(base), by.get(width))
+
+
+def model_gap(rows: list[dict], width: int) -> dict | None:
+    """DPResNet against ResNet-9 (`_paired`) at `width`, else at the widest width where both have run; with that
+    width. None while no width has both."""
+    at = {(r["model"], r["width"]): r for r in rows}
+    for w in (width, *sorted(WIDTHS, reverse=True)):
+        if (gap := _paired(at.get(("resnet9", w)), at.get(("dpresnet", w)))) is not None:
+            return dict(gap, width=w)
+    return None
+
+
+def width_choice(rows: list[dict], base: int = 16) -> dict | None:
+    """How clearly validation chose its width (`chosen_width`, seed 0): the chosen width's validation accuracy
+    (%) against `base`'s, and the spread of `base`'s validation accuracy over its seeds. None before `base` has
+    run, or while `base` is the choice."""
+    by = {r["width"]: r for r in rows if r["model"] == "resnet9"}
+    chosen = max((w for w in by if 0 in by[w]["seeds"]), key=lambda w: by[w]["val_by_seed"][0], default=None)
+    if chosen is None or chosen == base or 0 not in by[base]["seeds"]:
+        return None
+    spread = list(by[base]["val_by_seed"].values())
+    return dict(width=chosen, val=by[chosen]["val_by_seed"][0], base=base, base_val=by[base]["val_by_seed"][0],
+                base_low=min(spread), base_high=max(spread), base_seeds=by[base]["n"])
+
+
+def goal_verdict(rows: list[dict], width: int) -> str:
+    """Whether ResNet-9 reached GOAL (mean of 3 seeds) at the chosen `width`, for prose; while that width has
+    fewer than 3 seeds, also what another width with 3 seeds shows (said as that width's, not the choice's)."""
+    r9 = {r["width"]: r for r in rows if r["model"] == "resnet9"}
+    reached = lambda r: "reached" if r["mean"] >= GOAL else "not reached"  # noqa: E731
+    if r9[width]["n"] >= 3:
+        return f"{reached(r9[width])} ({r9[width]['mean']:.1f} %)"
+    n = r9[width]["n"]
+    text = f"not yet known at width {width} ({n} of 3 seeds {'has' if n == 1 else 'have'} run)"
+    others = [w for w in WIDTHS if w != width and r9[w]["n"] >= 3]
+    return text + "".join(f"; at width {w}, {reached(r9[w])} ({r9[w]['mean']:.1f} % over 3 seeds)" for w in others)
