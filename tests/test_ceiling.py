@@ -178,8 +178,8 @@ def test_width_cost_and_model_gap_pair_the_seeds_both_rows_have(tmp_path):
     assert ceiling_search.chosen_width(tmp_path) == 32
     gap = ceiling_search.model_gap(rows, 32)  # DPResNet has not run at 32: the widest width with both is 16
     assert gap["width"] == 16 and gap["points"] == pytest.approx(-1.0) and gap["time_ratio"] == pytest.approx(7.0)
-    choice = ceiling_search.width_choice(rows)
-    assert (choice["width"], choice["base_seeds"]) == (32, 3)
+    choice = ceiling_search.width_choice(rows, ceiling_search.chosen_width(tmp_path))
+    assert (choice["width"], choice["base_seeds"], choice["within_spread"]) == (32, 3, True)
     assert (choice["val"], choice["base_low"], choice["base_high"]) == pytest.approx((98.4, 98.0, 99.0))
 
 

@@ -189,17 +189,18 @@ def model_gap(rows: list[dict], width: int) -> dict | None:
     return None
 
 
-def width_choice(rows: list[dict], base: int = 16) -> dict | None:
-    """How clearly validation chose its width (`chosen_width`, seed 0): the chosen width's validation accuracy
-    (%) against `base`'s, and the spread of `base`'s validation accuracy over its seeds. None before `base` has
-    run, or while `base` is the choice."""
+def width_choice(rows: list[dict], width: int, base: int = 16) -> dict | None:
+    """How clearly validation chose `width` (`chosen_width`, seed 0): its validation accuracy (%) against `base`'s,
+    the spread of `base`'s validation accuracy over its seeds, and whether the choice lies within that spread (the
+    margin is then no larger than seed-to-seed noise). None before both have run at seed 0, or when `base` is the
+    choice."""
     by = {r["width"]: r for r in rows if r["model"] == "resnet9"}
-    chosen = max((w for w in by if 0 in by[w]["seeds"]), key=lambda w: by[w]["val_by_seed"][0], default=None)
-    if chosen is None or chosen == base or 0 not in by[base]["seeds"]:
+    if width == base or 0 not in by[width]["seeds"] or 0 not in by[base]["seeds"]:
         return None
     spread = list(by[base]["val_by_seed"].values())
-    return dict(width=chosen, val=by[chosen]["val_by_seed"][0], base=base, base_val=by[base]["val_by_seed"][0],
-                base_low=min(spread), base_high=max(spread), base_seeds=by[base]["n"])
+    val = by[width]["val_by_seed"][0]
+    return dict(width=width, val=val, base=base, base_val=by[base]["val_by_seed"][0], base_low=min(spread),
+                base_high=max(spread), base_seeds=by[base]["n"], within_spread=len(spread) > 1 and val <= max(spread))
 
 
 def goal_verdict(rows: list[dict], width: int) -> str:
