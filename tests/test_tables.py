@@ -94,3 +94,9 @@ def test_numbers_stay_on_one_line_and_text_wraps():
     assert '<td class="fm-num">85.8</td>' in html and '<td class="fm-text">a long explanation</td>' in html
     assert [tables._kind(v) for v in ("85.8 ± 2.0 (3)", "1,161", "-16.1", "∞", "—", "{'lr': 2.0}")] == [
         "fm-num", "fm-num", "fm-num", "fm-num", "fm-missing", "fm-text"]
+
+
+def test_text_keeps_small_floats_significant_digits():
+    # A recipe's weight decay of 5e-4 once read "0.001" in chapter 2's table.
+    assert [tables.text(v) for v in (5e-4, 0.05, 0.1, 0.9, 128.0, 0.0)] == [
+        "0.0005", "0.05", "0.100", "0.900", "128.000", "0.000"]

@@ -92,7 +92,8 @@ def text(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return number(value, 3)
+        # Three decimals, but never fewer than 3 significant digits: 5e-4 must not read as 0.001.
+        return f"{value:.3g}" if 0 < abs(value) < 0.1 else number(value, 3)
     return str(value)
 
 
