@@ -100,3 +100,31 @@ def test_grid_floor_counts_dp_sgd_flops_without_the_grouped_convolution_overcoun
     plain, dp = floor.per_image_flops("dpresnet", 16, False), floor.per_image_flops("dpresnet", 16, True)
     # per-sample weight gradients and the clipped sum: one more weight-gradient pass, not B more
     assert plain["train"] < dp["train"] < 2 * plain["train"] and dp["evaluate"] == plain["evaluate"]
+
+
+def test_ceiling_cost_summary_is_the_median_epoch_over_repeats_against_width_16_and_resnet9():
+    cost = _load("ceiling_cost")
+    rate = dict(train_images_per_s=1.0, eval_images_per_s=1.0)
+    rows = [dict(model="resnet9", width=16, train_images_per_cpu_s=t, eval_images_per_cpu_s=3 * t, **rate)
+            for t in (90.0, 100.0, 500.0)]  # median 100: one fast outlier does not move it
+    rows += [dict(model="resnet9", width=32, train_images_per_cpu_s=25.0, eval_images_per_cpu_s=75.0, **rate),
+             dict(model="dpresnet", width=32, train_images_per_cpu_s=12.5, eval_images_per_cpu_s=37.5, **rate)]
+    cells = cost.summarise(rows, n_train=1000, n_eval=300)
+    assert cells["resnet9 w16"]["epoch_cpu_s"] == pytest.approx(1000 / 100 + 300 / 300)
+    assert cells["resnet9 w16"]["repeats"] == 3
+    assert cells["resnet9 w32"]["vs_width_16"] == pytest.approx(4.0)
+    assert cells["dpresnet w32"]["vs_resnet9"] == pytest.approx(2.0)
+    assert cells["dpresnet w32"]["vs_width_16"] is None  # DPResNet at width 16 was not measured
+
+
+def test_ceiling_cost_smoke_times_the_ceiling_step_in_a_fresh_process(tmp_path):
+    cost = _load("ceiling_cost")
+    out = tmp_path / "cost.json"
+    result = cost.main(["--models", "resnet9", "--widths", "16", "--repeats", "1", "--budget-s", "0.01",
+                        "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    (row,) = result["rows"]
+    assert row["train_images"] == 256 and row["eval_images"] == 768  # the 2-batch floor
+    assert row["train_images_per_cpu_s"] > 0 and result["cells"]["resnet9 w16"]["vs_width_16"] == 1.0
+    with pytest.raises(SystemExit):
+        cost.main(["--repeats", "0", "--out", str(out)])

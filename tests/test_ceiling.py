@@ -195,3 +195,12 @@ def test_goal_verdict_waits_for_three_seeds_at_the_chosen_width_and_says_what_an
     _save_ceiling(tmp_path, "resnet9", 32, 2, 0.99, 0.95)
     assert ceiling_search.goal_verdict(ceiling_search.table(tmp_path), 32) == "not reached (95.0 %)"
     assert ceiling_search.model_gap(rows, 32) is None  # DPResNet has run nowhere
+
+
+def test_epoch_cost_ratio_reads_the_side_by_side_benchmark_and_waits_for_both_cells():
+    report = dict(cells={"resnet9 w16": dict(epoch_cpu_s=20.0), "resnet9 w32": dict(epoch_cpu_s=60.0),
+                         "dpresnet w32": dict(epoch_cpu_s=120.0)})
+    assert ceiling_search.epoch_cost_ratio("resnet9", 32, ("resnet9", 16), report) == pytest.approx(3.0)
+    assert ceiling_search.epoch_cost_ratio("dpresnet", 32, ("resnet9", 32), report) == pytest.approx(2.0)
+    assert ceiling_search.epoch_cost_ratio("dpresnet", 32, ("dpresnet", 16), report) is None
+    assert ceiling_search.epoch_cost_ratio("resnet9", 64, ("resnet9", 16), {}) is None

@@ -203,6 +203,17 @@ def width_choice(rows: list[dict], width: int, base: int = 16) -> dict | None:
                 base_high=max(spread), base_seeds=by[base]["n"], within_spread=len(spread) > 1 and val <= max(spread))
 
 
+def epoch_cost_ratio(model: str, width: int, base: tuple[str, int], report: dict | None = None) -> float | None:
+    """CPU time of one ceiling epoch of (`model`, `width`) over that of `base` = (model, width), measured side by
+    side in one run (benchmarks/ceiling_cost.py; `report` defaults to results/benchmarks/ceiling_cost.json). The
+    runs' own wall times come from different sessions, on a machine whose speed varies up to 4x between days, so
+    their ratio mixes the day in; None while the benchmark lacks either cell."""
+    report = results.benchmark("ceiling_cost") if report is None else report
+    cells = (report or {}).get("cells", {})
+    a, b = cells.get(f"{base[0]} w{base[1]}"), cells.get(f"{model} w{width}")
+    return b["epoch_cpu_s"] / a["epoch_cpu_s"] if a and b else None
+
+
 def goal_verdict(rows: list[dict], width: int) -> str:
     """Whether ResNet-9 reached GOAL (mean of 3 seeds) at the chosen `width`, for prose; while that width has
     fewer than 3 seeds, also what another width with 3 seeds shows (said as that width's, not the choice's)."""
