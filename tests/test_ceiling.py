@@ -77,6 +77,15 @@ def test_estimated_cost_follows_the_measured_throughputs():
     assert ceiling_search.estimated_minutes(r.replace(model="dpresnet")) > ceiling_search.estimated_minutes(r)
 
 
+def test_estimated_cost_uses_the_side_by_side_benchmark_where_it_has_the_cell():
+    report = dict(cells={"resnet9 w16": dict(train_images_per_cpu_s=100.0, eval_images_per_cpu_s=300.0)})
+    r = ceiling_search.START  # 30 epochs, batch 128, fp32: what the benchmark times
+    assert ceiling_search.estimated_minutes(r, 1000, 300, report) == pytest.approx(30 * (10 + 1) / 60)
+    by_constants = ceiling_search.estimated_minutes(r, 1000, 300, {})
+    assert by_constants == pytest.approx(30 * (1000 / 460 + 300 / (3 * 460)) / 60)
+    assert ceiling_search.estimated_minutes(r.replace(batch_size=32), 1000, 300, report) == by_constants
+
+
 def test_table_shows_missing_rows_as_none(tmp_path):
     rows = ceiling_search.table(tmp_path)
     assert len(rows) == 6 and all(r["n"] == 0 and r["mean"] is None and r["missing_seeds"] == [0, 1, 2] for r in rows)

@@ -87,8 +87,15 @@ def load(recipe: CeilingRecipe, seed: int = 0, directory=None, **subsets) -> dic
     return results.load("ceiling", key(recipe, seed, **subsets), directory)
 
 
-def estimated_minutes(recipe: CeilingRecipe, n_train: int = N_TRAIN, n_eval: int = N_EVAL) -> float:
-    """Expected minutes of one run from TRAIN_IMAGES_PER_S (the nearest measured width, scaled per image cost)."""
+def estimated_minutes(recipe: CeilingRecipe, n_train: int = N_TRAIN, n_eval: int = N_EVAL,
+                      report: dict | None = None) -> float:
+    """Expected minutes of one run on one thread: from the side-by-side benchmark's rates for this model and width
+    (`report` defaults to results/benchmarks/ceiling_cost.json; it times batch 128 in fp32), else from
+    TRAIN_IMAGES_PER_S (the nearest measured width, scaled per image cost)."""
+    report = results.benchmark("ceiling_cost") if report is None else report
+    cell = (report or {}).get("cells", {}).get(f"{recipe.model} w{recipe.width}")
+    if cell and (recipe.batch_size, recipe.precision) == (128, "fp32"):
+        return recipe.epochs * (n_train / cell["train_images_per_cpu_s"] + n_eval / cell["eval_images_per_cpu_s"]) / 60
     rates = TRAIN_IMAGES_PER_S[recipe.model]
     near = min(rates, key=lambda w: abs(math.log(w / recipe.width)))
     rate = rates[near] * (near / recipe.width) ** 2  # cost per image grows about as width squared
