@@ -128,7 +128,7 @@ def train_ceiling(recipe: CeilingRecipe, *, seed: int = 0, train_subset: int | N
                   checkpoint: str | Path | None = None) -> dict:
     """Train `recipe` on the pooled training set; the epoch is chosen on validation accuracy.
 
-    Returns a JSON-serialisable dict: config, per-epoch history (with training seconds and images/s), test
+    Returns a JSON-serialisable dict: config, per-epoch history (with training seconds and torch threads), test
     accuracy at the best-validation epoch and at the last, parameter count, wall time and `device`.
     """
     from tqdm.auto import tqdm
@@ -166,7 +166,10 @@ def train_ceiling(recipe: CeilingRecipe, *, seed: int = 0, train_subset: int | N
         test = evaluate(net, x_test, y_test, precision=recipe.precision)
         history.append(dict(epoch=epoch, lr=lr, train_loss=train_loss, val_loss=val["loss"],
                             val_accuracy=val["accuracy"], test_loss=test["loss"], test_accuracy=test["accuracy"],
-                            train_seconds=train_s, seconds=time.perf_counter() - t0))
+                            train_seconds=train_s, seconds=time.perf_counter() - t0,
+                            # Per epoch: a resumed run's chunks may run on different thread counts, and the
+                            # provenance's device names only the last chunk's.
+                            threads=torch.get_num_threads()))
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save(dict(recipe=recipe.to_dict(), seed=seed, net=net.state_dict(), optimizer=optimizer.state_dict(),

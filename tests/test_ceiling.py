@@ -133,14 +133,11 @@ def test_quick_mode_refuses_to_write_into_the_repository(monkeypatch):
         script.main(["--quick"])
 
 
-def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path, real_data_root, monkeypatch):
-    recipe, kw = TINY.replace(epochs=2), dict(seed=0, train_subset=200, eval_subset=100, device="cpu", progress=False)
-    whole = train_ceiling(recipe, **kw)
-    ckpt = tmp_path / "run.pt"
-    calls = {"n": 0}
+def _interrupt_in_epoch_2(recipe, ckpt, kw, monkeypatch):
+    """Run `recipe` with checkpoints until epoch 2's validation raises, as a killed worker would stop."""
     import fedmedlib.ceiling as ceiling_module
 
-    original = ceiling_module.evaluate
+    original, calls = ceiling_module.evaluate, {"n": 0}
 
     def crash_in_epoch_2(*a, **k):
         calls["n"] += 1
@@ -152,9 +149,29 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_result(tmp_p
     with pytest.raises(KeyboardInterrupt):
         train_ceiling(recipe, checkpoint=ckpt, **kw)
     monkeypatch.setattr(ceiling_module, "evaluate", original)
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path, real_data_root, monkeypatch):
+    recipe, kw = TINY.replace(epochs=2), dict(seed=0, train_subset=200, eval_subset=100, device="cpu", progress=False)
+    whole = train_ceiling(recipe, **kw)
+    ckpt = tmp_path / "run.pt"
+    _interrupt_in_epoch_2(recipe, ckpt, kw, monkeypatch)
     resumed = train_ceiling(recipe, checkpoint=ckpt, **kw)
     assert resumed["resumed_from_epoch"] == 1 and not ckpt.exists()
     assert [h["val_accuracy"] for h in resumed["history"]] == [h["val_accuracy"] for h in whole["history"]]
+
+
+def test_a_resumed_run_records_per_epoch_the_threads_each_chunk_ran_on(tmp_path, real_data_root, monkeypatch):
+    recipe, kw = TINY.replace(epochs=2), dict(seed=0, train_subset=200, eval_subset=100, device="cpu", progress=False)
+    ckpt, before = tmp_path / "run.pt", torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _interrupt_in_epoch_2(recipe, ckpt, kw, monkeypatch)
+        torch.set_num_threads(2)
+        resumed = train_ceiling(recipe, checkpoint=ckpt, **kw)
+    finally:
+        torch.set_num_threads(before)
+    assert [h["threads"] for h in resumed["history"]] == [1, 2]
 
 
 def test_width_cost_is_the_test_gain_and_time_ratio_over_width_16(tmp_path):
