@@ -186,10 +186,11 @@ def test_width_cost_is_the_test_gain_and_time_ratio_over_width_16(tmp_path):
     assert ceiling_search.chosen_width(tmp_path) == 64  # the better validation accuracy
 
 
-def _save_ceiling(directory, model, width, seed, val, test, seconds=600.0):
+def _save_ceiling(directory, model, width, seed, val, test, seconds=600.0, last=None):
     recipe = ceiling_search.START.replace(model=model, width=width)
     results.save(dict(config={}, seed=seed, provenance={}, wall_time_s=seconds, val_accuracy_best=val,
-                      test_accuracy_at_best_val=test, train_images_per_second=1.0),
+                      test_accuracy_at_best_val=test, train_images_per_second=1.0,
+                      **({} if last is None else dict(test_accuracy_last=last))),
                  "ceiling", ceiling_search.key(recipe, seed), directory)
 
 
@@ -230,3 +231,22 @@ def test_epoch_cost_ratio_reads_the_side_by_side_benchmark_and_waits_for_both_ce
     assert ceiling_search.epoch_cost_ratio("dpresnet", 32, ("resnet9", 32), report) == pytest.approx(2.0)
     assert ceiling_search.epoch_cost_ratio("dpresnet", 32, ("dpresnet", 16), report) is None
     assert ceiling_search.epoch_cost_ratio("resnet9", 64, ("resnet9", 16), {}) is None
+
+
+def test_width_readings_compare_validation_best_val_test_and_last_epoch_on_shared_seeds(tmp_path):
+    _save_ceiling(tmp_path, "dpresnet", 16, 0, 0.980, 0.976, last=0.9766)
+    _save_ceiling(tmp_path, "dpresnet", 64, 0, 0.979, 0.968, last=0.9763)  # every reading lower or negligible
+    _save_ceiling(tmp_path, "resnet9", 16, 0, 0.983, 0.977, last=0.978)
+    _save_ceiling(tmp_path, "resnet9", 64, 0, 0.988, 0.975, last=0.981)  # best-val test lower, the others higher
+    _save_ceiling(tmp_path, "resnet9", 32, 0, 0.990, 0.990)  # an older result with no last-epoch test
+    rows = ceiling_search.table(tmp_path)
+    dp = ceiling_search.width_readings(rows, "dpresnet", 64)
+    assert (dp["val"], dp["test_at_best_val"], dp["test_last"]) == pytest.approx((-0.1, -0.8, -0.03))
+    assert dp["seeds"] == [0] and dp["direction"] == "loss"  # -0.03 is under one validation image: it does not count
+    assert ceiling_search.width_readings(rows, "resnet9", 64)["direction"] == "mixed"
+    assert ceiling_search.width_readings(rows, "resnet9", 32) is None  # no last-epoch reading to compare
+    assert ceiling_search.width_readings(rows, "dpresnet", 32) is None  # not run
+    top = ceiling_search.highest(rows)
+    assert (top["model"], top["width"], top["mean"]) == ("resnet9", 32, pytest.approx(99.0))
+    assert ceiling_search.highest(rows, "dpresnet")["width"] == 16
+    assert ceiling_search.highest(ceiling_search.table(tmp_path / "empty")) is None

@@ -160,6 +160,8 @@ def table(directory=None) -> list[dict]:
                              n=len(found), mean=float(test.mean()) if found else None,
                              test_by_seed={s: 100 * r["test_accuracy_at_best_val"] for s, r in found.items()},
                              val_by_seed={s: 100 * r["val_accuracy_best"] for s, r in found.items()},
+                             last_by_seed={s: 100 * r["test_accuracy_last"] for s, r in found.items()
+                                           if r.get("test_accuracy_last") is not None},
                              minutes_by_seed={s: r["wall_time_s"] / 60 for s, r in found.items()},
                              std=float(test.std(ddof=1)) if len(found) > 1 else None,
                              val_mean=100 * mean("val_accuracy_best") if found else None,
@@ -194,6 +196,37 @@ def model_gap(rows: list[dict], width: int) -> dict | None:
         if (gap := _paired(at.get(("resnet9", w)), at.get(("dpresnet", w)))) is not None:
             return dict(gap, width=w)
     return None
+
+
+READINGS = ("val", "test_at_best_val", "test_last")
+NEGLIGIBLE = 0.05  # points
+
+
+def width_readings(rows: list[dict], model: str, width: int, base: int = 16) -> dict | None:
+    """`width` against `base` for `model` read three ways, in points on the seeds both have run: best validation
+    accuracy, test at the best-validation epoch (what the tables report) and test at the last epoch. With one seed,
+    picking an epoch on validation moves test by as much as the width effects measured here, so a width gain whose
+    readings disagree in sign is not a measured gain: `direction` is "gain" or "loss" when every reading that is
+    not negligible points that way, "mixed" when they disagree, "none" when all are negligible. None until both share a seed with all three readings."""
+    by = {r["width"]: r for r in rows if r["model"] == model}
+    a, b = by.get(base), by.get(width)
+    common = sorted(set(a["last_by_seed"]) & set(b["last_by_seed"])) if a and b else []
+    if not common:
+        return None
+    diff = lambda key: float(np.mean([b[key][s] - a[key][s] for s in common]))  # noqa: E731
+    out = dict(model=model, width=width, base=base, seeds=common, val=diff("val_by_seed"),
+               test_at_best_val=diff("test_by_seed"), test_last=diff("last_by_seed"))
+    # Below NEGLIGIBLE a reading counts for neither side: it is under one validation image (1/1712 = 0.058 points).
+    signs = {math.copysign(1, out[k]) for k in READINGS if abs(out[k]) >= NEGLIGIBLE}
+    out["direction"] = {frozenset(): "none", frozenset({1.0}): "gain", frozenset({-1.0}): "loss"}.get(
+        frozenset(signs), "mixed")
+    return out
+
+
+def highest(rows: list[dict], model: str | None = None) -> dict | None:
+    """The table row with the highest mean test accuracy (any width; `model` alone if given), None before any run."""
+    done = [r for r in rows if r["n"] and model in (None, r["model"])]
+    return max(done, key=lambda r: r["mean"]) if done else None
 
 
 def width_choice(rows: list[dict], width: int, base: int = 16) -> dict | None:
