@@ -243,6 +243,8 @@ def test_width_readings_compare_validation_best_val_test_and_last_epoch_on_share
     dp = ceiling_search.width_readings(rows, "dpresnet", 64)
     assert (dp["val"], dp["test_at_best_val"], dp["test_last"]) == pytest.approx((-0.1, -0.8, -0.03))
     assert dp["seeds"] == [0] and dp["direction"] == "loss"  # -0.03 is under one validation image: it does not count
+    assert dp["text"] == ("validation -0.10, test at the best-validation epoch -0.80 and test at the last epoch "
+                          "-0.03 points")
     assert ceiling_search.width_readings(rows, "resnet9", 64)["direction"] == "mixed"
     assert ceiling_search.width_readings(rows, "resnet9", 32) is None  # no last-epoch reading to compare
     assert ceiling_search.width_readings(rows, "dpresnet", 32) is None  # not run

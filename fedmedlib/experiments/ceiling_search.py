@@ -178,8 +178,13 @@ def _paired(a: dict | None, b: dict | None) -> dict | None:
     if not common:
         return None
     mean = lambda row, key: float(np.mean([row[key][s] for s in common]))  # noqa: E731
-    return dict(points=mean(b, "test_by_seed") - mean(a, "test_by_seed"),
+    return dict(points=_mean_gap(a, b, "test_by_seed", common),
                 time_ratio=mean(b, "minutes_by_seed") / mean(a, "minutes_by_seed"), seeds=common)
+
+
+def _mean_gap(a: dict, b: dict, key: str, seeds: list[int]) -> float:
+    """Mean over `seeds` of b's per-seed value minus a's (`key` is a table row's `*_by_seed`), in points."""
+    return float(np.mean([b[key][s] - a[key][s] for s in seeds]))
 
 
 def width_cost(rows: list[dict], model: str, width: int, base: int = 16) -> dict | None:
@@ -199,7 +204,11 @@ def model_gap(rows: list[dict], width: int) -> dict | None:
 
 
 READINGS = ("val", "test_at_best_val", "test_last")
-NEGLIGIBLE = 0.05  # points
+# 0.05 points: just under one validation image (100 / 1712 = 0.058); a smaller difference counts for neither side.
+NEGLIGIBLE = 0.05
+DIRECTION_TEXT = {"gain": "every reading shows a gain", "loss": "no reading shows a gain",
+                  "mixed": "the readings disagree in sign, so no gain is measured",
+                  "none": "every reading is under one validation image"}
 
 
 def width_readings(rows: list[dict], model: str, width: int, base: int = 16) -> dict | None:
@@ -207,19 +216,21 @@ def width_readings(rows: list[dict], model: str, width: int, base: int = 16) -> 
     accuracy, test at the best-validation epoch (what the tables report) and test at the last epoch. With one seed,
     picking an epoch on validation moves test by as much as the width effects measured here, so a width gain whose
     readings disagree in sign is not a measured gain: `direction` is "gain" or "loss" when every reading that is
-    not negligible points that way, "mixed" when they disagree, "none" when all are negligible. None until both share a seed with all three readings."""
+    not negligible points that way, "mixed" when they disagree, "none" when all are negligible; `text` says the
+    three readings in words. None until both share a seed with all three readings."""
     by = {r["width"]: r for r in rows if r["model"] == model}
     a, b = by.get(base), by.get(width)
     common = sorted(set(a["last_by_seed"]) & set(b["last_by_seed"])) if a and b else []
     if not common:
         return None
-    diff = lambda key: float(np.mean([b[key][s] - a[key][s] for s in common]))  # noqa: E731
-    out = dict(model=model, width=width, base=base, seeds=common, val=diff("val_by_seed"),
-               test_at_best_val=diff("test_by_seed"), test_last=diff("last_by_seed"))
-    # Below NEGLIGIBLE a reading counts for neither side: it is under one validation image (1/1712 = 0.058 points).
+    out = dict(model=model, width=width, base=base, seeds=common, val=_mean_gap(a, b, "val_by_seed", common),
+               test_at_best_val=_mean_gap(a, b, "test_by_seed", common),
+               test_last=_mean_gap(a, b, "last_by_seed", common))
     signs = {math.copysign(1, out[k]) for k in READINGS if abs(out[k]) >= NEGLIGIBLE}
     out["direction"] = {frozenset(): "none", frozenset({1.0}): "gain", frozenset({-1.0}): "loss"}.get(
         frozenset(signs), "mixed")
+    out["text"] = (f"validation {out['val']:+.2f}, test at the best-validation epoch {out['test_at_best_val']:+.2f} "
+                   f"and test at the last epoch {out['test_last']:+.2f} points")
     return out
 
 
